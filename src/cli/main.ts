@@ -1,0 +1,170 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { BgeError, EXIT_INTERNAL } from "../errors.js";
+import { embedCommand } from "../commands/embed.js";
+import { fixtureCommand } from "../commands/fixture.js";
+import { goldenCommand } from "../commands/golden.js";
+import { tokenizeCommand } from "../commands/tokenize.js";
+import { SHAPE_NAMES } from "../fixture/shapes.js";
+import { parseInteger } from "./inputs.js";
+import { createOutput, type Output, type OutputOptions } from "./output.js";
+
+/** commander calls argument parsers; their UsageErrors must surface as commander's own invalid-argument errors. */
+function int(name: string, min: number) {
+  const parse = parseInteger(name, min);
+  return (value: string) => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+}
+
+function outputFor(cmd: Command): Output {
+  return createOutput(cmd.optsWithGlobals<OutputOptions>());
+}
+
+const instructionOption = () =>
+  new Option("--instruction <text>", "query instruction to use instead of the one known for the model id");
+const noInstructionOption = () => new Option("--no-instruction", "embed queries without any instruction");
+
+/** `--instruction X` → X, `--no-instruction` → null, neither → undefined (the model's known one). */
+function instructionFrom(opts: { instruction?: string | boolean }): string | null | undefined {
+  if (opts.instruction === false) return null;
+  return typeof opts.instruction === "string" ? opts.instruction : undefined;
+}
+
+/** The whole command table. Each action only maps parsed options onto a command function. */
+export function buildProgram(): Command {
+  const program = new Command("bge")
+    .description("Convert BGE embedding models to ONNX and TensorRT, and prove parity with FlagEmbedding's FlagModel.")
+    .option("--json", "machine-readable result on stdout (human text goes to stderr)")
+    .option("-q, --quiet", "print nothing but the result and errors")
+    .option("-v, --verbose", "print more detail")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+
+  program
+    .command("fixture")
+    .description("write a synthetic checkpoint in the exact hub layout, with seeded random weights")
+    .argument("<dir>", "output folder")
+    .addOption(new Option("--arch <arch>", "architecture").choices(["bert", "xlm-roberta"]))
+    .addOption(new Option("--shape <shape>", "tiny or the shape of a BGE model").choices(SHAPE_NAMES).default("tiny"))
+    .option("--seed <n>", "random seed", int("--seed", 0), 0)
+    .option("--outliers", "plant hidden dimensions with huge activations (breaks FP16 and naive INT8, as in real BERTs)", false)
+    .option("--tokenizer <dir>", "use the real tokenizer files in this folder instead of a generated tokenizer")
+    .addOption(new Option("--dtype <dtype>", "weight type").choices(["F32", "F16", "BF16"]).default("F32"))
+    .option("--shards <n>", "write the weights as N safetensors shards with an index", int("--shards", 1), 1)
+    .option("--force", "replace a checkpoint already in <dir>", false)
+    .addHelpText("after", "\nExample:\n  bge fixture /tmp/tiny --shape tiny --seed 1\n  bge fixture /tmp/zh --shape bge-small-zh-v1.5 --tokenizer ../shared/fixtures/tokenizers/bge-small-zh-v1.5")
+    .action(async (dir: string, opts, cmd: Command) => {
+      await fixtureCommand({ dir, ...opts }, outputFor(cmd));
+    });
+
+  program
+    .command("tokenize")
+    .description("print FlagModel's input_ids, attention_mask and token_type_ids for each text, one JSON line per text")
+    .argument("<model>", "checkpoint folder")
+    .argument("[text...]", "texts to tokenise")
+    .option("--file <file>", "read texts from a file (.json array, .jsonl, or one per line; - for stdin)")
+    .option("--max-length <n>", "truncate to N tokens including [CLS] and [SEP] (default 512)", int("--max-length", 2))
+    .option("--query", "prepend the model's query instruction", false)
+    .addOption(instructionOption())
+    .addOption(noInstructionOption())
+    .addHelpText("after", '\nExample:\n  bge tokenize ./bge-small-zh-v1.5 "你好" --query')
+    .action(async (model: string, texts: string[], opts, cmd: Command) => {
+      await tokenizeCommand({ model, texts, file: opts.file, maxLength: opts.maxLength, query: opts.query, instruction: instructionFrom(opts) }, outputFor(cmd));
+    });
+
+  program
+    .command("embed")
+    .description("print one pooled, normalised vector per text, in input order")
+    .argument("<model>", "checkpoint folder")
+    .argument("[text...]", "texts to embed")
+    .option("--file <file>", "read texts from a file (.json array, .jsonl, or one per line; - for stdin)")
+    .addOption(new Option("--backend <backend>", "what computes the vectors").choices(["reference"]).default("reference"))
+    .option("--query", "embed as queries (the model's instruction is prepended)", false)
+    .addOption(new Option("--pooling <mode>", "override the model's pooling").choices(["cls", "mean"]))
+    .option("--no-normalize", "skip L2 normalisation")
+    .option("--max-length <n>", "truncate to N tokens (default 512)", int("--max-length", 2))
+    .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
+    .addOption(instructionOption())
+    .addOption(noInstructionOption())
+    .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json")
+    .action(async (model: string, texts: string[], opts, cmd: Command) => {
+      await embedCommand(
+        {
+          model,
+          texts,
+          file: opts.file,
+          backend: opts.backend,
+          query: opts.query,
+          pooling: opts.pooling,
+          normalize: opts.normalize,
+          maxLength: opts.maxLength,
+          batchSize: opts.batchSize,
+          instruction: instructionFrom(opts),
+        },
+        outputFor(cmd),
+      );
+    });
+
+  program
+    .command("golden")
+    .description("write a bge-golden/1 file of reference vectors for passages and queries")
+    .argument("<model>", "checkpoint folder")
+    .requiredOption("--texts <file>", "passages (.json array, .jsonl, or one per line)")
+    .option("--queries <file>", "queries, embedded with the model's query instruction")
+    .requiredOption("-o, --output <file>", "golden file to write")
+    .addOption(new Option("--reference <kind>", "reference implementation").choices(["native"]).default("native"))
+    .option("--max-length <n>", "truncate to N tokens (default 512)", int("--max-length", 2))
+    .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
+    .addOption(instructionOption())
+    .addOption(noInstructionOption())
+    .addHelpText("after", "\nExample:\n  bge golden /tmp/t --texts passages.txt --queries queries.txt -o golden/tiny.json")
+    .action(async (model: string, opts, cmd: Command) => {
+      await goldenCommand(
+        {
+          model,
+          texts: opts.texts,
+          queries: opts.queries,
+          output: opts.output,
+          reference: opts.reference,
+          maxLength: opts.maxLength,
+          batchSize: opts.batchSize,
+          instruction: instructionFrom(opts),
+        },
+        outputFor(cmd),
+      );
+    });
+
+  return program;
+}
+
+/** Runs the CLI and returns the exit code: the one place where errors become exit codes. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    if (argv.length <= 2) {
+      program.outputHelp();
+      return 2;
+    }
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; every parse error is bad usage (commander already printed it).
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof BgeError) {
+      process.stderr.write(`bge: ${oneLine(err.message)}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`bge: internal error (a bug; please report it)\n${(err as Error)?.stack ?? String(err)}\n`);
+    return EXIT_INTERNAL;
+  }
+}
+
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, " ").trim();
+}

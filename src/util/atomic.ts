@@ -1,0 +1,34 @@
+import { open, rename, rm, type FileHandle } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { randomBytes } from "node:crypto";
+
+/** A temporary name in the same folder as `path`, so that the final rename is atomic. */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
+}
+
+/**
+ * Writes `path` through a temporary file in the same folder and renames it into place only after
+ * `write` finished and the data reached the disk. On any failure the temporary file is removed and
+ * nothing exists under the final name that was not there before.
+ */
+export async function writeAtomic(path: string, write: (handle: FileHandle) => Promise<void>): Promise<void> {
+  const tmp = tempPathFor(path);
+  const handle = await open(tmp, "wx");
+  try {
+    await write(handle);
+    await handle.sync();
+    await handle.close();
+    await rename(tmp, path);
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  await writeAtomic(path, async (handle) => {
+    await handle.writeFile(data);
+  });
+}
