@@ -114,7 +114,7 @@ async function readPooling(dir: string): Promise<Pooling | undefined> {
   const mean = cfg.pooling_mode_mean_tokens === true;
   const other = ["pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"]
     .filter((k) => cfg[k] === true);
-  if (Number(cls) + Number(mean) + other.length !== 1) {
+  if (other.length > 0 || Number(cls) + Number(mean) !== 1) {
     throw new UsageError(`${path}: exactly one pooling mode must be set, and bge supports cls or mean (found ${[cls && "cls", mean && "mean", ...other].filter(Boolean).join(", ") || "none"})`);
   }
   return cls ? "cls" : "mean";
