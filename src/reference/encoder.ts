@@ -68,6 +68,7 @@ export function encoderForward(
   inputIds: readonly number[],
   attentionMask?: readonly number[],
   tokenTypeIds?: readonly number[],
+  probe?: ActivationProbe,
 ): { hidden: Float64Array; length: number } {
   const keep: number[] = [];
   inputIds.forEach((_, i) => {
@@ -89,11 +90,14 @@ export function encoderForward(
   }
   layerNormInPlace(x, L, H, w.embLn[0], w.embLn[1], cfg.layerNormEps);
   let h: Float64Array = x;
-  for (const layer of w.layers) h = encoderLayer(cfg, layer, h, L);
+  w.layers.forEach((layer, l) => (h = encoderLayer(cfg, layer, h, L, l, probe)));
   return { hidden: h, length: L };
 }
 
-function encoderLayer(cfg: EncoderConfig, w: LayerWeights, x: Float64Array, L: number): Float64Array {
+/** Sees intermediate activations by the ONNX node path they correspond to (for range checks and debugging). */
+export type ActivationProbe = (path: string, values: Float64Array) => void;
+
+function encoderLayer(cfg: EncoderConfig, w: LayerWeights, x: Float64Array, L: number, index: number, probe?: ActivationProbe): Float64Array {
   const H = cfg.hiddenSize;
   const heads = cfg.numHeads;
   const dh = H / heads;
@@ -130,9 +134,11 @@ function encoderLayer(cfg: EncoderConfig, w: LayerWeights, x: Float64Array, L: n
   addInPlace(attn, x);
   layerNormInPlace(attn, L, H, w.attnLn[0], w.attnLn[1], cfg.layerNormEps);
   const inter = linear(attn, L, H, w.inter[0], w.inter[1], cfg.intermediateSize);
+  probe?.(`/encoder/layer.${index}/intermediate/dense`, inter);
   for (let i = 0; i < inter.length; i++) inter[i] = gelu(inter[i]!);
   const out = linear(inter, L, cfg.intermediateSize, w.out[0], w.out[1], H);
   addInPlace(out, attn);
+  probe?.(`/encoder/layer.${index}/output/residual`, out);
   layerNormInPlace(out, L, H, w.outLn[0], w.outLn[1], cfg.layerNormEps);
   return out;
 }
