@@ -348,7 +348,8 @@ export function hostileProto0Pickle(module: string, name: string, arg: string): 
 export function hostileStackGlobalPickle(module: string, name: string, arg: string): Uint8Array {
   const s = (t: string): Uint8Array => {
     const b = new TextEncoder().encode(t);
-    return concat([Uint8Array.of(0x8c, b.length), b, Uint8Array.of(0x94)]);
+    const head = b.length < 256 ? Uint8Array.of(0x8c, b.length) : concat([Uint8Array.of(0x58), u32(b.length)]);
+    return concat([head, b, Uint8Array.of(0x94)]);
   };
   return concat([Uint8Array.of(0x80, 0x04), s(module), s(name), Uint8Array.of(0x93, 0x94), s(arg), Uint8Array.of(0x85, 0x52, 0x2e)]);
 }
@@ -440,8 +441,24 @@ export async function writeSharedStorageBin(path: string, opts: TorchArchiveOpti
   await writeFile(path, buildTorchArchive(SHARED_STORAGE_PICKLE, [{ key: "0", data: storage }], opts));
 }
 
+/**
+ * CPython's protocol 2 pickle of a torch-style state dict, written by `pickle.Pickler` with torch's
+ * `persistent_id` and stand-in modules named `torch` / `torch._utils` (so no torch was needed), with
+ * `_metadata` set on the OrderedDict as nn.Module.state_dict() does:
+ *   encoder.layer.0.weight: FloatStorage "0" (6 elements), size (2, 3), stride (3, 1)
+ *   encoder.layer.0.bias:   HalfStorage  "1" (3 elements), size (3,),   stride (1,)
+ *   tied.weight:            the same storage and view as encoder.layer.0.weight (memo BINGETs)
+ */
+export const CPYTHON_STATE_DICT_PICKLE: Uint8Array = fromHex(
+  "800263636f6c6c656374696f6e730a4f726465726564446963740a710029527101285816000000656e636f6465722e6c617965722e302e776569676874710263746f7263682e5f7574696c730a5f72656275696c645f74656e736f725f76320a71032828580700000073746f72616765710463746f7263680a466c6f617453746f726167650a71055801000000307106580300000063707571074b06747108514b004b024b038671094b034b0186710a8968002952710b74710c52710d5814000000656e636f6465722e6c617965722e302e62696173710e68032828680463746f7263680a48616c6653746f726167650a710f580100000031711068074b03747111514b004b038571124b0185711389680029527114747115527116580b000000746965642e77656967687471176803282868046805680668074b06747118514b006809680a8968002952711974711a52711b757d711c58090000005f6d65746164617461711d68002952711e285800000000711f7d7120580700000076657273696f6e71214b01735807000000656e636f64657271227d712368214b01737573622e",
+);
+
 // ---------------------------------------------------------------------------------------------
 // bytes
+
+export function fromHex(hex: string): Uint8Array {
+  return Uint8Array.from(hex.match(/../g) ?? [], (b) => parseInt(b, 16));
+}
 
 export function f32Bytes(values: readonly number[]): Uint8Array {
   return new Uint8Array(Float32Array.from(values).buffer);
