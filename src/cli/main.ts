@@ -1,6 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { BgeError, EXIT_INTERNAL } from "../errors.js";
 import { embedCommand } from "../commands/embed.js";
+import { exportCommand } from "../commands/export.js";
 import { fixtureCommand } from "../commands/fixture.js";
 import { goldenCommand } from "../commands/golden.js";
 import { tokenizeCommand } from "../commands/tokenize.js";
@@ -79,10 +80,11 @@ export function buildProgram(): Command {
   program
     .command("embed")
     .description("print one pooled, normalised vector per text, in input order")
-    .argument("<model>", "checkpoint folder")
+    .argument("<model>", "checkpoint folder, artifact folder (bge export) or .onnx file")
     .argument("[text...]", "texts to embed")
     .option("--file <file>", "read texts from a file (.json array, .jsonl, or one per line; - for stdin)")
-    .addOption(new Option("--backend <backend>", "what computes the vectors").choices(["reference"]).default("reference"))
+    .addOption(new Option("--backend <backend>", "what computes the vectors (default: reference for a checkpoint, onnx for an artifact or .onnx)").choices(["reference", "onnx"]))
+    .option("--precision <p>", "which model of an artifact folder (fp32, fp16)")
     .option("--query", "embed as queries (the model's instruction is prepended)", false)
     .addOption(new Option("--pooling <mode>", "override the model's pooling").choices(["cls", "mean"]))
     .option("--no-normalize", "skip L2 normalisation")
@@ -90,7 +92,7 @@ export function buildProgram(): Command {
     .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
-    .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json")
+    .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json\n  bge embed /tmp/t-onnx 你好 --precision fp16")
     .action(async (model: string, texts: string[], opts, cmd: Command) => {
       await embedCommand(
         {
@@ -98,6 +100,7 @@ export function buildProgram(): Command {
           texts,
           file: opts.file,
           backend: opts.backend,
+          precision: opts.precision,
           query: opts.query,
           pooling: opts.pooling,
           normalize: opts.normalize,
@@ -105,6 +108,25 @@ export function buildProgram(): Command {
           batchSize: opts.batchSize,
           instruction: instructionFrom(opts),
         },
+        outputFor(cmd),
+      );
+    });
+
+  program
+    .command("export")
+    .description("write the model as ONNX graphs (pooling and normalisation inside) in a self-contained artifact folder")
+    .argument("<model>", "checkpoint folder")
+    .requiredOption("-o, --output <dir>", "artifact folder to write")
+    .option("--precision <list>", "comma-separated: fp32, fp16", "fp32,fp16")
+    .option("--opset <n>", "ONNX opset (17 loads in TensorRT 8.6, 10 and 11)", int("--opset", 1), 17)
+    .addOption(new Option("--pooling <mode>", "auto reads 1_Pooling/config.json; none exports last_hidden_state only").choices(["auto", "cls", "mean", "none"]).default("auto"))
+    .option("--max-length <n>", "max_length recorded for runners (default 512)", int("--max-length", 2))
+    .addOption(new Option("--external-data <when>", "weights in <model>.onnx.data: auto (above 1.8 GB), always, never").choices(["auto", "always", "never"]).default("auto"))
+    .addHelpText("after", "\nExample:\n  bge export /tmp/t -o /tmp/t-onnx --precision fp32,fp16")
+    .action(async (model: string, opts, cmd: Command) => {
+      const externalData = opts.externalData === "auto" ? "auto" : opts.externalData === "always";
+      await exportCommand(
+        { model, output: opts.output, precision: opts.precision, opset: opts.opset, pooling: opts.pooling, maxLength: opts.maxLength, externalData, argv: process.argv.slice(2) },
         outputFor(cmd),
       );
     });

@@ -1,14 +1,14 @@
 import { collectTexts } from "../cli/inputs.js";
 import type { Output } from "../cli/output.js";
-import { readModelSpec, type Pooling } from "../checkpoint/model-spec.js";
-import { resolveModelDir } from "../checkpoint/resolve-model.js";
-import { ReferenceEmbedder } from "../reference/reference-embedder.js";
+import type { Pooling } from "../checkpoint/model-spec.js";
+import { loadEmbedder, type Backend } from "../runners/load-embedder.js";
 
 export interface EmbedCommandOptions {
   model: string;
   texts: string[];
   file?: string;
-  backend: "reference";
+  backend?: Backend;
+  precision?: string;
   query: boolean;
   pooling?: Pooling;
   normalize: boolean;
@@ -18,18 +18,18 @@ export interface EmbedCommandOptions {
 }
 
 export async function embedCommand(options: EmbedCommandOptions, out: Output): Promise<void> {
-  const dir = await resolveModelDir(options.model);
-  const spec = await readModelSpec(dir, {
-    pooling: options.pooling,
-    normalize: options.normalize ? undefined : false,
-    maxLength: options.maxLength,
-    queryInstruction: options.instruction,
-  });
   const texts = await collectTexts(options.texts, options.file);
+  const { embedder, spec, target } = await loadEmbedder(options.model, {
+    backend: options.backend,
+    precision: options.precision,
+    pooling: options.pooling,
+    normalize: options.normalize,
+    maxLength: options.maxLength,
+    instruction: options.instruction,
+  });
   out.verbose(
-    `model ${spec.id}: ${spec.config.arch}, pooling ${spec.pooling} (${spec.sources.pooling}), normalize ${spec.normalize} (${spec.sources.normalize}), max_length ${spec.maxLength}, instruction ${JSON.stringify(spec.queryInstruction ?? null)} (${spec.sources.queryInstruction})`,
+    `${embedder.name} backend on ${target.path}: model ${spec.id}, ${spec.config.arch}, pooling ${spec.pooling}, normalize ${spec.normalize}, max_length ${spec.maxLength}, instruction ${JSON.stringify(spec.queryInstruction ?? null)}`,
   );
-  const embedder = await ReferenceEmbedder.load(spec);
   try {
     const kind = options.query ? "query" : "passage";
     const { embeddings } = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: out.progress("embed", texts.length) });

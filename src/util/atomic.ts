@@ -27,6 +27,33 @@ export async function writeAtomic(path: string, write: (handle: FileHandle) => P
   }
 }
 
+/** A file being written under a temporary name: `commit` syncs and renames it into place, `abort` removes it. */
+export interface PendingFile {
+  handle: FileHandle;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** For writes that must land together (a model and its external data): commit each only when all succeeded. */
+export async function createPendingFile(path: string): Promise<PendingFile> {
+  const tmp = tempPathFor(path);
+  const handle = await open(tmp, "wx");
+  let closed = false;
+  return {
+    handle,
+    async commit() {
+      await handle.sync();
+      await handle.close();
+      closed = true;
+      await rename(tmp, path);
+    },
+    async abort() {
+      if (!closed) await handle.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+    },
+  };
+}
+
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   await writeAtomic(path, async (handle) => {
     await handle.writeFile(data);

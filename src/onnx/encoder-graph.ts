@@ -1,0 +1,195 @@
+import type { EncoderConfig } from "../checkpoint/config.js";
+import { bytesToFloat32, floatToHalf } from "../checkpoint/dtype.js";
+import type { Pooling } from "../checkpoint/model-spec.js";
+import type { TensorSource } from "../checkpoint/tensor.js";
+import { float, GraphBuilder, int, ints } from "./graph-builder.js";
+import { OnnxType, type OnnxTypeCode } from "./proto.js";
+
+export type OnnxPrecision = "fp32" | "fp16";
+
+export interface EncoderGraphOptions {
+  precision: OnnxPrecision;
+  /** `none` exports last_hidden_state only. */
+  pooling: Pooling | "none";
+  normalize: boolean;
+}
+
+/**
+ * The additive attention mask for padded keys. Large enough that exp() underflows to exactly 0 in
+ * float32 (as finfo.min does in FlagModel), small enough to stay finite in FP16 — finfo(float32).min
+ * turns into -inf there and a fully masked row into NaN.
+ */
+export const MASK_NEGATIVE = -10000;
+
+/**
+ * BertModel / XLMRobertaModel as an opset-17 ONNX graph, with FlagModel's pooling and L2
+ * normalisation inside. FP32: everything float32. FP16: weights and matrix work in float16;
+ * LayerNormalization, Softmax, pooling and normalisation run in float32 behind explicit Casts, and the
+ * graph's inputs and outputs keep their types — a strongly typed graph TensorRT builds as it is.
+ */
+export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, options: EncoderGraphOptions): GraphBuilder {
+  const g = new GraphBuilder(cfg.arch === "bert" ? "bert_encoder" : "xlm_roberta_encoder");
+  const H = cfg.hiddenSize;
+  const heads = cfg.numHeads;
+  const dh = H / heads;
+  const half = options.precision === "fp16";
+  const T: OnnxTypeCode = half ? OnnxType.FLOAT16 : OnnxType.FLOAT;
+  const dtypes = new Map(source.list().map((i) => [i.name, i.dtype]));
+
+  /** A checkpoint tensor as an initializer in the compute type (or float32), optionally transposed [out,in] → [in,out]. */
+  const weight = (name: string, dims: number[], opts: { transpose?: boolean; keepFloat32?: boolean } = {}): string => {
+    const f16 = half && !opts.keepFloat32;
+    const onnxDims = opts.transpose ? [dims[1]!, dims[0]!] : dims;
+    return g.initializer(name, f16 ? OnnxType.FLOAT16 : OnnxType.FLOAT, onnxDims, async () => {
+      let values = bytesToFloat32(await source.readBytes(name), dtypes.get(name)!, name);
+      if (opts.transpose) values = transpose(values, dims[0]!, dims[1]!);
+      if (!f16) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      const out = new Uint16Array(values.length);
+      for (let i = 0; i < values.length; i++) out[i] = floatToHalf(values[i]!);
+      return new Uint8Array(out.buffer);
+    });
+  };
+  const scalar = (name: string, value: number): string =>
+    half ? g.initializer(name, OnnxType.FLOAT16, [], () => new Uint8Array(new Uint16Array([floatToHalf(value)]).buffer)) : g.constFloat(name, [value], []);
+  const toF32 = (x: string, name: string) => (half ? g.op("Cast", name, [x], { to: int(OnnxType.FLOAT) }) : x);
+  const toCompute = (x: string, name: string) => (half ? g.op("Cast", name, [x], { to: int(OnnxType.FLOAT16) }) : x);
+
+  const inputIds = g.input("input_ids", OnnxType.INT64, ["batch", "sequence"]);
+  const attentionMask = g.input("attention_mask", OnnxType.INT64, ["batch", "sequence"]);
+  // XLM-R has a single token type: its row is added as a constant and the input is left out.
+  const tokenTypeIds = cfg.typeVocabSize > 1 ? g.input("token_type_ids", OnnxType.INT64, ["batch", "sequence"]) : undefined;
+
+  // ---- embeddings
+  const wordEmb = weight("embeddings.word_embeddings.weight", [cfg.vocabSize, H]);
+  const posEmb = weight("embeddings.position_embeddings.weight", [cfg.maxPositionEmbeddings, H]);
+  const typeEmb = weight("embeddings.token_type_embeddings.weight", [cfg.typeVocabSize, H]);
+  const words = g.op("Gather", "/embeddings/word_embeddings/Gather", [wordEmb, inputIds], { axis: int(0) });
+  const seqLen = g.op("Shape", "/embeddings/Shape", [inputIds], { start: int(1), end: int(2) });
+  let positions: string;
+  if (cfg.arch === "bert") {
+    // Positions 0..S-1 are the first S rows of the table.
+    const zero = g.constInt64("/embeddings/position_start", [0]);
+    positions = g.op("Slice", "/embeddings/position_embeddings/Slice", [posEmb, zero, seqLen, zero]);
+  } else {
+    // HF counts positions with cumsum(mask)·mask + pad_id; with right padding that is (arange+1)·mask + pad_id,
+    // which avoids CumSum (miscomputed by TensorRT 10.x, NVIDIA/TensorRT#4551).
+    const s0 = g.constInt64("/embeddings/zero", [0], []);
+    const s1 = g.constInt64("/embeddings/one", [1], []);
+    const sScalar = g.op("Squeeze", "/embeddings/Squeeze", [seqLen, g.constInt64("/embeddings/squeeze_axes", [0])]);
+    const range = g.op("Range", "/embeddings/Range", [s0, sScalar, s1]);
+    const plusOne = g.op("Add", "/embeddings/Add_one", [range, s1]);
+    const masked = g.op("Mul", "/embeddings/Mul_mask", [plusOne, attentionMask]);
+    const ids = g.op("Add", "/embeddings/Add_pad", [masked, g.constInt64("/embeddings/pad_id", [cfg.padTokenId], [])]);
+    positions = g.op("Gather", "/embeddings/position_embeddings/Gather", [posEmb, ids], { axis: int(0) });
+  }
+  let emb = g.op("Add", "/embeddings/Add", [words, positions]);
+  if (tokenTypeIds) {
+    const types = g.op("Gather", "/embeddings/token_type_embeddings/Gather", [typeEmb, tokenTypeIds], { axis: int(0) });
+    emb = g.op("Add", "/embeddings/Add_1", [emb, types]);
+  } else {
+    const row = g.op("Gather", "/embeddings/token_type_embeddings/Gather", [typeEmb, g.constInt64("/embeddings/type_zero", [0], [])], { axis: int(0) });
+    emb = g.op("Add", "/embeddings/Add_1", [emb, row]);
+  }
+  const layerNorm = (x: string, prefix: string, path: string): string => {
+    const gamma = weight(`${prefix}.weight`, [H], { keepFloat32: true });
+    const beta = weight(`${prefix}.bias`, [H], { keepFloat32: true });
+    const x32 = toF32(x, `${path}/Cast`);
+    return g.op("LayerNormalization", `${path}/LayerNormalization`, [x32, gamma, beta], { axis: int(-1), epsilon: float(cfg.layerNormEps) });
+  };
+  // The residual stream is float32 (LayerNorm output); each sublayer computes in the compute type.
+  let hidden = layerNorm(emb, "embeddings.LayerNorm", "/embeddings/LayerNorm");
+
+  // ---- additive attention mask [batch, 1, 1, sequence]
+  const maskF = g.op("Cast", "/attention_mask/Cast", [attentionMask], { to: int(OnnxType.FLOAT) });
+  const inverted = g.op("Sub", "/attention_mask/Sub", [g.constFloat("/attention_mask/one", [1], []), maskF]);
+  const additive32 = g.op("Mul", "/attention_mask/Mul", [inverted, g.constFloat("/attention_mask/min", [MASK_NEGATIVE], [])]);
+  const additive4d = g.op("Unsqueeze", "/attention_mask/Unsqueeze", [additive32, g.constInt64("/attention_mask/axes", [1, 2])]);
+
+  const headShape = g.constInt64("/encoder/head_shape", [0, 0, heads, dh]);
+  const mergedShape = g.constInt64("/encoder/merged_shape", [0, 0, H]);
+  const scale = scalar("/encoder/attention_scale", 1 / Math.sqrt(dh));
+
+  const linear = (x: string, prefix: string, path: string, inDim: number, outDim: number): string => {
+    const w = weight(`${prefix}.weight`, [outDim, inDim], { transpose: true });
+    const b = weight(`${prefix}.bias`, [outDim]);
+    const mm = g.op("MatMul", `${path}/MatMul`, [x, w]);
+    return g.op("Add", `${path}/Add`, [mm, b]);
+  };
+
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `encoder.layer.${l}`;
+    const path = `/encoder/layer.${l}`;
+    const x = toCompute(hidden, `${path}/attention/Cast`);
+    const splitHeads = (t: string, name: string, perm: number[]) => {
+      const r = g.op("Reshape", `${path}/attention/self/${name}/Reshape`, [t, headShape]);
+      return g.op("Transpose", `${path}/attention/self/${name}/Transpose`, [r], { perm: ints(perm) });
+    };
+    const q = linear(x, `${p}.attention.self.query`, `${path}/attention/self/query`, H, H);
+    const k = linear(x, `${p}.attention.self.key`, `${path}/attention/self/key`, H, H);
+    const v = linear(x, `${p}.attention.self.value`, `${path}/attention/self/value`, H, H);
+    // Scaling Q before the product keeps FP16 scores a factor √d smaller.
+    const qs = g.op("Mul", `${path}/attention/self/Mul`, [splitHeads(q, "query", [0, 2, 1, 3]), scale]);
+    const kt = splitHeads(k, "key", [0, 2, 3, 1]);
+    const vh = splitHeads(v, "value", [0, 2, 1, 3]);
+    const scores = g.op("MatMul", `${path}/attention/self/MatMul`, [qs, kt]);
+    const masked = g.op("Add", `${path}/attention/self/Add`, [toF32(scores, `${path}/attention/self/Cast`), additive4d]);
+    const probs = g.op("Softmax", `${path}/attention/self/Softmax`, [masked], { axis: int(-1) });
+    const ctx = g.op("MatMul", `${path}/attention/self/MatMul_1`, [toCompute(probs, `${path}/attention/self/Cast_1`), vh]);
+    const ctxT = g.op("Transpose", `${path}/attention/self/Transpose`, [ctx], { perm: ints([0, 2, 1, 3]) });
+    const merged = g.op("Reshape", `${path}/attention/self/Reshape`, [ctxT, mergedShape]);
+    const attnOut = linear(merged, `${p}.attention.output.dense`, `${path}/attention/output/dense`, H, H);
+    const attnRes = g.op("Add", `${path}/attention/output/Add`, [attnOut, x]);
+    const attn = layerNorm(attnRes, `${p}.attention.output.LayerNorm`, `${path}/attention/output/LayerNorm`);
+
+    const a = toCompute(attn, `${path}/intermediate/Cast`);
+    const inter = linear(a, `${p}.intermediate.dense`, `${path}/intermediate/dense`, H, cfg.intermediateSize);
+    // Exact GELU: x·½·(1 + erf(x/√2)); ORT fuses this pattern into its Gelu kernel.
+    const div = g.op("Div", `${path}/intermediate/intermediate_act_fn/Div`, [inter, scalar(`${path}/intermediate/sqrt2`, Math.SQRT2)]);
+    const erf = g.op("Erf", `${path}/intermediate/intermediate_act_fn/Erf`, [div]);
+    const onePlus = g.op("Add", `${path}/intermediate/intermediate_act_fn/Add`, [erf, scalar(`${path}/intermediate/one`, 1)]);
+    const prod = g.op("Mul", `${path}/intermediate/intermediate_act_fn/Mul`, [inter, onePlus]);
+    const act = g.op("Mul", `${path}/intermediate/intermediate_act_fn/Mul_1`, [prod, scalar(`${path}/intermediate/half`, 0.5)]);
+    const out = linear(act, `${p}.output.dense`, `${path}/output/dense`, cfg.intermediateSize, H);
+    const outRes = g.op("Add", `${path}/output/Add`, [out, a]);
+    hidden = layerNorm(outRes, `${p}.output.LayerNorm`, `${path}/output/LayerNorm`);
+  }
+
+  g.output(g.op("Identity", "/last_hidden_state/Identity", [hidden]), OnnxType.FLOAT, ["batch", "sequence", H]);
+  renameLastOutput(g, "last_hidden_state");
+
+  if (options.pooling !== "none") {
+    let pooled: string;
+    if (options.pooling === "cls") {
+      pooled = g.op("Gather", "/pooling/Gather", [hidden, g.constInt64("/pooling/cls_index", [0], [])], { axis: int(1) });
+    } else {
+      const m = g.op("Unsqueeze", "/pooling/Unsqueeze", [maskF, g.constInt64("/pooling/axes", [-1])]);
+      const summed = g.op("ReduceSum", "/pooling/ReduceSum", [g.op("Mul", "/pooling/Mul", [hidden, m]), g.constInt64("/pooling/seq_axis", [1])], { keepdims: int(0) });
+      const count = g.op("ReduceSum", "/pooling/ReduceSum_1", [m, g.constInt64("/pooling/seq_axis_1", [1])], { keepdims: int(0) });
+      const safe = g.op("Max", "/pooling/Max", [count, g.constFloat("/pooling/min_count", [1e-9], [])]);
+      pooled = g.op("Div", "/pooling/Div", [summed, safe]);
+    }
+    if (options.normalize) {
+      // torch.nn.functional.normalize: v / max(‖v‖₂, 1e-12).
+      const norm = g.op("ReduceL2", "/normalize/ReduceL2", [pooled], { axes: ints([-1]), keepdims: int(1) });
+      const safe = g.op("Max", "/normalize/Max", [norm, g.constFloat("/normalize/eps", [1e-12], [])]);
+      pooled = g.op("Div", "/normalize/Div", [pooled, safe]);
+    }
+    g.output(g.op("Identity", "/sentence_embedding/Identity", [pooled]), OnnxType.FLOAT, ["batch", H]);
+    renameLastOutput(g, "sentence_embedding");
+  }
+  return g;
+}
+
+/** Graph outputs carry their public names; the node that produces one writes that name directly. */
+function renameLastOutput(g: GraphBuilder, name: string): void {
+  const out = g.outputs.at(-1)!;
+  const node = g.nodes.find((n) => n.outputs.includes(out.name))!;
+  node.outputs = node.outputs.map((o) => (o === out.name ? name : o));
+  out.name = name;
+}
+
+function transpose(values: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(values.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = values[r * cols + c]!;
+  return out;
+}

@@ -1,0 +1,120 @@
+import { copyFile, mkdir, readdir, rename, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
+import { checkEncoderShapes, hashWeights, openWeights } from "../checkpoint/weights.js";
+import { ARTIFACT_FORMAT, MANIFEST_NAME, ONNX_ROLES, describeFile, readManifest, writeManifest, type ArtifactFile, type BuiltBy, type Manifest } from "../artifacts/manifest.js";
+import { UsageError } from "../errors.js";
+import { tempPathFor } from "../util/atomic.js";
+import { buildEncoderGraph, type OnnxPrecision } from "./encoder-graph.js";
+import { writeOnnxModel } from "./write-model.js";
+
+export interface ExportOptions {
+  modelDir: string;
+  outDir: string;
+  /** @default ["fp32", "fp16"] */
+  precisions?: OnnxPrecision[];
+  /** @default 17 */
+  opset?: number;
+  /** `auto` follows 1_Pooling/config.json. @default "auto" */
+  pooling?: Pooling | "auto" | "none";
+  maxLength?: number;
+  /** @default "auto" (on above 1.8 GB of weights) */
+  externalData?: boolean | "auto";
+  builtBy: BuiltBy;
+  modelId?: string;
+  revision?: string | null;
+  onStage?: (message: string) => void;
+}
+
+/** Files copied beside the graphs so that the artifact folder is self-contained. */
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "sentencepiece.bpe.model"];
+const CONFIG_FILES = ["config.json", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json"];
+export const SUPPORTED_OPSETS = [17, 18, 19, 20, 21];
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** An output folder is ours to write when it is new, empty, or already a bge artifact. */
+async function prepareOutDir(outDir: string): Promise<Manifest | undefined> {
+  if (!(await exists(outDir))) {
+    await mkdir(outDir, { recursive: true });
+    return undefined;
+  }
+  if (await exists(join(outDir, MANIFEST_NAME))) return readManifest(outDir);
+  const entries = (await readdir(outDir)).filter((e) => !e.startsWith("."));
+  if (entries.length) throw new UsageError(`${outDir} is not empty and not a bge artifact folder; choose a new or empty folder`);
+  return undefined;
+}
+
+export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Manifest; spec: ModelSpec }> {
+  const precisions = options.precisions ?? ["fp32", "fp16"];
+  const opset = options.opset ?? 17;
+  if (!SUPPORTED_OPSETS.includes(opset)) throw new UsageError(`--opset ${opset} is not supported; choose one of ${SUPPORTED_OPSETS.join(", ")} (17 loads in TensorRT 8.6+)`);
+  const pooling = options.pooling ?? "auto";
+  const spec = await readModelSpec(options.modelDir, {
+    id: options.modelId,
+    maxLength: options.maxLength,
+    pooling: pooling === "auto" || pooling === "none" ? undefined : pooling,
+  });
+  const previous = await prepareOutDir(options.outDir);
+  const source = await openWeights(options.modelDir);
+  const files: ArtifactFile[] = [];
+  try {
+    checkEncoderShapes(source, spec.config);
+    const weightsSha = await hashWeights(options.modelDir);
+    const graphPooling = pooling === "none" ? "none" : spec.pooling;
+    for (const precision of precisions) {
+      const name = `model.${precision}.onnx`;
+      options.onStage?.(`writing ${name}`);
+      const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize });
+      const written = await writeOnnxModel(join(options.outDir, name), graph, {
+        opset,
+        producerName: "bge",
+        producerVersion: options.builtBy.version,
+        docString: `${spec.id} ${precision}: ${graphPooling} pooling${spec.normalize ? ", L2-normalised" : ""}`,
+        metadata: { model_id: spec.id, weights_sha256: weightsSha, pooling: graphPooling, normalize: String(spec.normalize), precision },
+        externalData: options.externalData ?? "auto",
+      });
+      const dataName = written.externalDataPath ? basename(written.externalDataPath) : undefined;
+      files.push(await describeFile(options.outDir, name, ONNX_ROLES[precision]!, { built_by: options.builtBy, ...(dataName ? { external_data: dataName } : {}) }));
+      if (dataName) files.push(await describeFile(options.outDir, dataName, "onnx-data", { built_by: options.builtBy }));
+    }
+    for (const f of [...TOKENIZER_FILES, ...CONFIG_FILES]) {
+      const from = join(options.modelDir, f);
+      if (!(await exists(from))) continue;
+      const to = join(options.outDir, f);
+      await mkdir(join(to, ".."), { recursive: true });
+      const tmp = tempPathFor(to);
+      await copyFile(from, tmp);
+      await rename(tmp, to);
+      files.push(await describeFile(options.outDir, f, TOKENIZER_FILES.includes(f) ? "tokenizer" : "config"));
+    }
+    // Keep what an earlier run produced that this one did not rewrite (another precision, an engine).
+    const rewritten = new Set(files.map((f) => f.path));
+    const kept = (previous?.files ?? []).filter((f) => !rewritten.has(f.path));
+    const manifest: Manifest = {
+      format: ARTIFACT_FORMAT,
+      created: new Date().toISOString(),
+      source: { model_id: spec.id, revision: options.revision ?? null, weights_sha256: weightsSha, arch: spec.config.arch, hidden_size: spec.config.hiddenSize },
+      pooling: graphPooling,
+      normalize: spec.normalize,
+      max_length: spec.maxLength,
+      query_instruction: spec.queryInstruction ?? null,
+      files: [...kept, ...files],
+      parity: Object.fromEntries(Object.entries(previous?.parity ?? {}).filter(([p]) => !rewritten.has(p))),
+    };
+    if (previous && previous.source.weights_sha256 !== weightsSha) {
+      // Artifacts of other weights cannot share a manifest: start over with this export's files only.
+      manifest.files = files;
+      manifest.parity = {};
+    }
+    await writeManifest(options.outDir, manifest);
+    return { manifest, spec };
+  } finally {
+    await source.close();
+  }
+}

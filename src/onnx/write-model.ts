@@ -1,0 +1,185 @@
+import { basename } from "node:path";
+import { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, ONNX_IR_VERSION, encodeVarint, lengthDelimitedKey } from "./proto.js";
+import { BYTES_PER_ELEMENT, encodeAttribute, type GraphBuilder, type InitializerSpec, type ValueSpec } from "./graph-builder.js";
+import { createPendingFile, writeAtomic } from "../util/atomic.js";
+import { rm, type FileHandle } from "node:fs/promises";
+
+export interface WriteModelOptions {
+  opset: number;
+  producerName: string;
+  producerVersion: string;
+  docString?: string;
+  metadata?: Record<string, string>;
+  /**
+   * Put initializers in `<file>.data` beside the model (4096-aligned offsets). Needed past protobuf's
+   * 2 GB message limit; "auto" switches on above 1.8 GB of weights.
+   */
+  externalData?: boolean | "auto";
+}
+
+export interface WrittenModel {
+  path: string;
+  bytes: number;
+  externalDataPath?: string;
+  externalDataBytes?: number;
+}
+
+const EXTERNAL_ALIGN = 4096;
+const AUTO_EXTERNAL_BYTES = 1.8e9;
+/** Initializers smaller than this stay inside the .onnx even with external data (shapes, scalars). */
+const INLINE_MAX_BYTES = 1024;
+
+function initializerBytes(t: InitializerSpec): number {
+  const per = BYTES_PER_ELEMENT[t.dataType];
+  if (!per) throw new Error(`no element size for ONNX type ${t.dataType}`);
+  return t.dims.reduce((a, b) => a * b, 1) * per;
+}
+
+function valueInfo(v: ValueSpec): Record<string, unknown> {
+  return {
+    name: v.name,
+    type: {
+      tensorType: {
+        elemType: v.dataType,
+        shape: { dim: v.dims.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
+}
+
+function field(num: number, payload: Uint8Array): Uint8Array[] {
+  return [lengthDelimitedKey(num), encodeVarint(payload.length), payload];
+}
+
+/**
+ * Writes the model without ever holding all weights: the protobuf is assembled by hand at the top
+ * level (ModelProto → GraphProto → each TensorProto), whose lengths are known from the initializer
+ * shapes, and each initializer's bytes are produced and written in turn. Everything else is encoded
+ * with protobufjs. The file (and its external data) appear under their final names only when complete.
+ */
+export async function writeOnnxModel(path: string, graph: GraphBuilder, options: WriteModelOptions): Promise<WrittenModel> {
+  const totalWeights = graph.initializers.reduce((s, t) => s + initializerBytes(t), 0);
+  const external = options.externalData === "auto" || options.externalData === undefined ? totalWeights > AUTO_EXTERNAL_BYTES : options.externalData;
+  const dataPath = `${path}.data`;
+  const dataLocation = basename(dataPath);
+
+  // Layout of the external data file: aligned offsets per large initializer.
+  const externalOffsets = new Map<string, number>();
+  let dataSize = 0;
+  if (external) {
+    for (const t of graph.initializers) {
+      const n = initializerBytes(t);
+      if (n < INLINE_MAX_BYTES) continue;
+      dataSize = Math.ceil(dataSize / EXTERNAL_ALIGN) * EXTERNAL_ALIGN;
+      externalOffsets.set(t.name, dataSize);
+      dataSize += n;
+    }
+  }
+
+  const graphHead: Uint8Array[] = [];
+  for (const n of graph.nodes) {
+    const msg = NodeProto.fromObject({
+      name: n.name,
+      opType: n.opType,
+      input: n.inputs,
+      output: n.outputs,
+      domain: n.domain ?? "",
+      attribute: Object.entries(n.attributes).map(([k, v]) => encodeAttribute(k, v)),
+    });
+    graphHead.push(...field(1, NodeProto.encode(msg).finish()));
+  }
+  graphHead.push(...field(2, Buffer.from(graph.name, "utf8")));
+  for (const v of graph.inputs) graphHead.push(...field(11, ValueInfoProto.encode(ValueInfoProto.fromObject(valueInfo(v))).finish()));
+  for (const v of graph.outputs) graphHead.push(...field(12, ValueInfoProto.encode(ValueInfoProto.fromObject(valueInfo(v))).finish()));
+
+  // Each initializer: TensorProto metadata, then (inline) raw_data whose bytes are streamed.
+  const tensors = graph.initializers.map((t) => {
+    const n = initializerBytes(t);
+    const offset = externalOffsets.get(t.name);
+    const meta = TensorProto.encode(
+      TensorProto.fromObject({
+        name: t.name,
+        dims: t.dims,
+        dataType: t.dataType,
+        ...(offset !== undefined
+          ? {
+              dataLocation: 1,
+              externalData: [
+                { key: "location", value: dataLocation },
+                { key: "offset", value: String(offset) },
+                { key: "length", value: String(n) },
+              ],
+            }
+          : {}),
+      }),
+    ).finish();
+    const rawHead = offset === undefined ? Buffer.concat([lengthDelimitedKey(9), encodeVarint(n)]) : new Uint8Array(0);
+    const tensorLen = meta.length + rawHead.length + (offset === undefined ? n : 0);
+    return { spec: t, n, offset, head: Buffer.concat([lengthDelimitedKey(5), encodeVarint(tensorLen), meta, rawHead]), tensorLen };
+  });
+  const graphLen = graphHead.reduce((s, b) => s + b.length, 0) + tensors.reduce((s, t) => s + t.head.length + (t.offset === undefined ? t.n : 0), 0);
+
+  const modelHead = ModelProto.encode(
+    ModelProto.fromObject({
+      irVersion: ONNX_IR_VERSION,
+      producerName: options.producerName,
+      producerVersion: options.producerVersion,
+      docString: options.docString ?? "",
+      opsetImport: [{ domain: "", version: options.opset }],
+      metadataProps: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
+    }),
+  ).finish();
+
+  const produce = async (t: (typeof tensors)[number]): Promise<Uint8Array> => {
+    const bytes = await t.spec.data();
+    if (bytes.byteLength !== t.n) throw new Error(`initializer ${t.spec.name}: produced ${bytes.byteLength} bytes, expected ${t.n}`);
+    return bytes;
+  };
+
+  let bytesWritten = 0;
+  const writeModel = async (handle: FileHandle, externalHandle?: FileHandle) => {
+    const put = async (b: Uint8Array) => {
+      await handle.write(b);
+      bytesWritten += b.length;
+    };
+    await put(modelHead);
+    await put(Buffer.concat([lengthDelimitedKey(7), encodeVarint(graphLen)]));
+    for (const b of graphHead) await put(b);
+    let dataPos = 0;
+    for (const t of tensors) {
+      await put(t.head);
+      if (t.offset === undefined) {
+        await put(await produce(t));
+      } else {
+        const bytes = await produce(t);
+        if (t.offset > dataPos) await externalHandle!.write(new Uint8Array(t.offset - dataPos));
+        await externalHandle!.write(bytes);
+        dataPos = t.offset + bytes.byteLength;
+      }
+    }
+  };
+
+  if (!external || externalOffsets.size === 0) {
+    await writeAtomic(path, (h) => writeModel(h));
+    return { path, bytes: bytesWritten };
+  }
+  // Both files are complete before either takes its final name; a failure removes both.
+  const data = await createPendingFile(dataPath);
+  const model = await createPendingFile(path).catch(async (err) => {
+    await data.abort();
+    throw err;
+  });
+  let dataCommitted = false;
+  try {
+    await writeModel(model.handle, data.handle);
+    await data.commit();
+    dataCommitted = true;
+    await model.commit();
+  } catch (err) {
+    await model.abort();
+    await data.abort();
+    if (dataCommitted) await rm(dataPath, { force: true });
+    throw err;
+  }
+  return { path, bytes: bytesWritten, externalDataPath: dataPath, externalDataBytes: dataSize };
+}

@@ -1,0 +1,100 @@
+import { stat } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
+import { MANIFEST_NAME, readManifest, verifyManifestFiles, type ArtifactFile, type Manifest } from "../artifacts/manifest.js";
+import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
+import { resolveModelDir } from "../checkpoint/resolve-model.js";
+import { UsageError } from "../errors.js";
+import { ReferenceEmbedder } from "../reference/reference-embedder.js";
+import type { Embedder } from "./embedder.js";
+import { OnnxEmbedder } from "./onnx-embedder.js";
+
+export type Backend = "reference" | "onnx";
+
+export interface LoadEmbedderOptions {
+  backend?: Backend;
+  /** Which ONNX of an artifact folder: fp32, fp16, … @default fp32 when present */
+  precision?: string;
+  pooling?: Pooling;
+  normalize?: boolean;
+  maxLength?: number;
+  instruction?: string | null;
+  threads?: number;
+}
+
+export interface LoadedEmbedder {
+  embedder: Embedder;
+  spec: ModelSpec;
+  /** What the target was, and the file that computes the vectors. */
+  target: { kind: "checkpoint" | "artifact" | "onnx"; path: string; precision?: string; manifest?: Manifest };
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+function specOverrides(o: LoadEmbedderOptions) {
+  return { pooling: o.pooling, normalize: o.normalize === false ? false : undefined, maxLength: o.maxLength, queryInstruction: o.instruction };
+}
+
+/**
+ * Resolves `<model|artifact|onnx>` to a backend: a checkpoint folder runs the float64 reference (or
+ * its `onnx/model.onnx` with --backend onnx), an artifact folder runs one of its ONNX files after
+ * checking the manifest's hashes, and a bare .onnx file runs with the tokenizer and config beside it.
+ */
+export async function loadEmbedder(target: string, options: LoadEmbedderOptions = {}): Promise<LoadedEmbedder> {
+  const full = resolve(target);
+  if (full.endsWith(".onnx")) {
+    if (!(await isFile(full))) throw new UsageError(`${target}: no such ONNX file`);
+    if (options.backend === "reference") throw new UsageError(`${target} is an ONNX file; the reference backend needs a checkpoint folder`);
+    const beside = dirname(full);
+    if (await isFile(join(beside, MANIFEST_NAME))) {
+      const manifest = await readManifest(beside);
+      const file = manifest.files.find((f) => f.path === basename(full));
+      if (file) return loadArtifactFile(beside, manifest, file, options);
+    }
+    // optimum keeps onnx/model.onnx one level below the checkpoint's tokenizer and config.
+    const modelDir = (await isFile(join(beside, "tokenizer.json"))) ? beside : dirname(beside);
+    if (!(await isFile(join(modelDir, "tokenizer.json")))) throw new UsageError(`${target}: no tokenizer.json beside it or in ${modelDir}`);
+    const spec = await readModelSpec(modelDir, specOverrides(options));
+    const embedder = await OnnxEmbedder.load(full, spec, modelDir, { threads: options.threads });
+    return { embedder, spec, target: { kind: "onnx", path: full } };
+  }
+  const dir = await resolveModelDir(target);
+  if (await isFile(join(dir, MANIFEST_NAME))) {
+    if (options.backend === "reference") throw new UsageError(`${target} is an artifact folder; the reference backend needs the checkpoint it was exported from`);
+    const manifest = await readManifest(dir);
+    const onnx = manifest.files.filter((f) => f.role.startsWith("onnx-") && f.role !== "onnx-data");
+    const wanted = options.precision ?? (onnx.some((f) => f.role === "onnx-fp32") ? "fp32" : onnx[0]?.role.slice(5));
+    const file = onnx.find((f) => f.role === `onnx-${wanted}`);
+    if (!file) throw new UsageError(`${target} has no ${wanted ?? "ONNX"} model (it has: ${onnx.map((f) => f.role.slice(5)).join(", ") || "none"})`);
+    return loadArtifactFile(dir, manifest, file, options);
+  }
+  if (options.backend === "onnx") {
+    const hubOnnx = join(dir, "onnx", "model.onnx");
+    if (await isFile(hubOnnx)) return loadEmbedder(hubOnnx, options);
+    throw new UsageError(`${target} is a checkpoint without ONNX; run bge export ${target} -o DIR and embed DIR`);
+  }
+  const spec = await readModelSpec(dir, specOverrides(options));
+  return { embedder: await ReferenceEmbedder.load(spec), spec, target: { kind: "checkpoint", path: dir } };
+}
+
+async function loadArtifactFile(dir: string, manifest: Manifest, file: ArtifactFile, options: LoadEmbedderOptions): Promise<LoadedEmbedder> {
+  const needed = new Set([file.path, file.external_data, ...manifest.files.filter((f) => f.role === "tokenizer" || f.role === "config").map((f) => f.path)]);
+  await verifyManifestFiles(dir, manifest, (f) => needed.has(f.path));
+  const graphPooling = manifest.pooling === "none" ? undefined : manifest.pooling;
+  const spec = await readModelSpec(dir, {
+    id: manifest.source.model_id,
+    pooling: options.pooling ?? graphPooling,
+    normalize: options.normalize === false ? false : manifest.normalize,
+    maxLength: options.maxLength ?? manifest.max_length,
+    queryInstruction: options.instruction !== undefined ? options.instruction : manifest.query_instruction,
+  });
+  const embedder = await OnnxEmbedder.load(join(dir, file.path), spec, dir, {
+    threads: options.threads,
+    graphPooling: { pooling: manifest.pooling, normalize: manifest.normalize },
+  });
+  return { embedder, spec, target: { kind: "artifact", path: join(dir, file.path), precision: file.role.slice(5), manifest } };
+}

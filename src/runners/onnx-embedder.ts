@@ -1,0 +1,127 @@
+import { availableParallelism } from "node:os";
+import * as ort from "onnxruntime-node";
+import type { ModelSpec } from "../checkpoint/model-spec.js";
+import { UsageError } from "../errors.js";
+import { l2Normalize, poolHidden } from "../parity/pooling.js";
+import { applyInstruction, loadFlagTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
+import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
+
+export interface OnnxEmbedderOptions {
+  /** What the graph's `sentence_embedding` output computes, when bge wrote the graph (from the manifest). */
+  graphPooling?: { pooling: "cls" | "mean" | "none"; normalize: boolean };
+  /** @default os.availableParallelism() */
+  threads?: number;
+}
+
+const HIDDEN_OUTPUTS = ["last_hidden_state", "token_embeddings"];
+
+/**
+ * ONNX Runtime (CPU) behind the Embedder interface — the one module that touches onnxruntime-node.
+ * Texts are sorted by token length and batched so that each batch pads only to its own longest text
+ * (FlagEmbedding 1.3+ does the same); vectors come back in input order. When the graph pools as the
+ * spec asks, its `sentence_embedding` is used; otherwise pooling and normalisation run here on the
+ * hidden states, so models exported elsewhere (optimum's `onnx/model.onnx`) work too.
+ */
+export class OnnxEmbedder implements Embedder {
+  readonly name = "onnx";
+  private constructor(
+    readonly modelPath: string,
+    readonly spec: ModelSpec,
+    private readonly session: ort.InferenceSession,
+    private readonly tokenizer: FlagTokenizer,
+    private readonly useGraphPooling: boolean,
+    private readonly hiddenOutput: string | undefined,
+  ) {}
+
+  get dimension(): number {
+    return this.spec.config.hiddenSize;
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  static async load(modelPath: string, spec: ModelSpec, tokenizerDir: string, options: OnnxEmbedderOptions = {}): Promise<OnnxEmbedder> {
+    const tokenizer = await loadFlagTokenizer(tokenizerDir);
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(modelPath, {
+        graphOptimizationLevel: "all",
+        executionMode: "sequential",
+        intraOpNumThreads: options.threads ?? availableParallelism(),
+        interOpNumThreads: 1,
+      });
+    } catch (err) {
+      throw new UsageError(`${modelPath}: ONNX Runtime cannot load this model (${oneLine((err as Error).message)})`);
+    }
+    const missing = ["input_ids", "attention_mask"].filter((n) => !session.inputNames.includes(n));
+    const unknown = session.inputNames.filter((n) => !["input_ids", "attention_mask", "token_type_ids"].includes(n));
+    if (missing.length || unknown.length) {
+      throw new UsageError(`${modelPath}: inputs ${session.inputNames.join(", ")} are not a BERT/XLM-R encoder's (need input_ids, attention_mask, optional token_type_ids)`);
+    }
+    const g = options.graphPooling;
+    const useGraphPooling =
+      session.outputNames.includes("sentence_embedding") && g !== undefined && g.pooling === spec.pooling && g.normalize === spec.normalize;
+    const hiddenOutput = HIDDEN_OUTPUTS.find((n) => session.outputNames.includes(n));
+    if (!useGraphPooling && !hiddenOutput) {
+      throw new UsageError(`${modelPath}: outputs ${session.outputNames.join(", ")} include no hidden states (last_hidden_state or token_embeddings) to pool ${spec.pooling}`);
+    }
+    return new OnnxEmbedder(modelPath, spec, session, tokenizer, useGraphPooling, hiddenOutput);
+  }
+
+  async embed(
+    texts: readonly string[],
+    kind: TextKind,
+    options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<EmbedResult> {
+    const batchSize = options.batchSize ?? 32;
+    const { maxLength, queryInstruction, pooling, normalize } = this.spec;
+    const H = this.dimension;
+    const inputIds = texts.map((t) => this.tokenizer.encode(applyInstruction(t, queryInstruction, kind), maxLength));
+    const order = inputIds.map((_, i) => i).sort((a, b) => inputIds[b]!.length - inputIds[a]!.length || a - b);
+    const embeddings = new Array<Float64Array>(texts.length);
+    const wantTypes = this.session.inputNames.includes("token_type_ids");
+    let done = 0;
+    for (let start = 0; start < order.length; start += batchSize) {
+      const batch = order.slice(start, start + batchSize);
+      const S = Math.max(...batch.map((i) => inputIds[i]!.length));
+      const B = batch.length;
+      const ids = new BigInt64Array(B * S).fill(BigInt(this.tokenizer.padId));
+      const mask = new BigInt64Array(B * S);
+      batch.forEach((ti, r) => {
+        inputIds[ti]!.forEach((id, c) => {
+          ids[r * S + c] = BigInt(id);
+          mask[r * S + c] = 1n;
+        });
+      });
+      const feeds: Record<string, ort.Tensor> = {
+        input_ids: new ort.Tensor("int64", ids, [B, S]),
+        attention_mask: new ort.Tensor("int64", mask, [B, S]),
+      };
+      if (wantTypes) feeds.token_type_ids = new ort.Tensor("int64", new BigInt64Array(B * S), [B, S]);
+      const fetch = this.useGraphPooling ? ["sentence_embedding"] : [this.hiddenOutput!];
+      const out = await this.session.run(feeds, fetch);
+      const data = out[fetch[0]!]!.data as Float32Array;
+      batch.forEach((ti, r) => {
+        if (this.useGraphPooling) {
+          embeddings[ti] = Float64Array.from(data.subarray(r * H, (r + 1) * H));
+        } else {
+          const len = inputIds[ti]!.length;
+          const pooled = poolHidden(data.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), pooling);
+          embeddings[ti] = normalize ? l2Normalize(pooled) : pooled;
+        }
+      });
+      done += B;
+      options.onProgress?.(done, texts.length);
+    }
+    return { embeddings, inputIds };
+  }
+
+  async deactivate(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, " ").trim();
+}
