@@ -60,11 +60,12 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
     maxLength: options.maxLength,
     pooling: pooling === "auto" || pooling === "none" ? undefined : pooling,
   });
-  const previous = await prepareOutDir(options.outDir);
+  // Bad weights are refused before anything is created.
   const source = await openWeights(options.modelDir);
   const files: ArtifactFile[] = [];
   try {
     checkEncoderShapes(source, spec.config);
+    const previous = await prepareOutDir(options.outDir);
     const weightsSha = await hashWeights(options.modelDir);
     const graphPooling = pooling === "none" ? "none" : spec.pooling;
     for (const precision of precisions) {
