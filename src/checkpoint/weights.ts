@@ -7,6 +7,7 @@ import type { EncoderConfig } from "./config.js";
 import { readSafetensors } from "./safetensors.js";
 import { openTorchBin } from "./torch-bin.js";
 import type { TensorInfo, TensorSource } from "./tensor.js";
+import { sha256FileInWorker } from "../util/hash-worker.js";
 
 /** Which files hold a checkpoint's weights, in the order FlagModel's transformers would prefer them. */
 export interface WeightFiles {
@@ -159,7 +160,7 @@ export function checkEncoderShapes(source: TensorSource, cfg: EncoderConfig): vo
  */
 export async function hashWeights(dir: string): Promise<string> {
   const wf = await findWeightFiles(dir);
-  const digests = await Promise.all(wf.files.map((f) => sha256File(f)));
+  const digests = await Promise.all(wf.files.map((f) => sha256FileInWorker(f)));
   if (digests.length === 1) return digests[0]!;
   const h = createHash("sha256");
   wf.files.forEach((f, i) => h.update(`${f.split(sep).pop()} ${digests[i]}\n`));

@@ -36,13 +36,15 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
   const T: OnnxTypeCode = half ? OnnxType.FLOAT16 : OnnxType.FLOAT;
   const dtypes = new Map(source.list().map((i) => [i.name, i.dtype]));
 
-  /** A checkpoint tensor as an initializer in the compute type (or float32), optionally transposed [out,in] → [in,out]. */
-  const weight = (name: string, dims: number[], opts: { transpose?: boolean; keepFloat32?: boolean } = {}): string => {
+  /** A checkpoint tensor as an initializer in the compute type (or float32), dims as stored. */
+  const weight = (name: string, dims: number[], opts: { keepFloat32?: boolean } = {}): string => {
     const f16 = half && !opts.keepFloat32;
-    const onnxDims = opts.transpose ? [dims[1]!, dims[0]!] : dims;
-    return g.initializer(name, f16 ? OnnxType.FLOAT16 : OnnxType.FLOAT, onnxDims, async () => {
-      let values = bytesToFloat32(await source.readBytes(name), dtypes.get(name)!, name);
-      if (opts.transpose) values = transpose(values, dims[0]!, dims[1]!);
+    return g.initializer(name, f16 ? OnnxType.FLOAT16 : OnnxType.FLOAT, dims, async () => {
+      const bytes = await source.readBytes(name);
+      const dtype = dtypes.get(name)!;
+      // Float32 weights go into the graph byte for byte.
+      if (!f16 && dtype === "F32") return bytes;
+      const values = bytesToFloat32(bytes, dtype, name);
       if (!f16) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
       const out = new Uint16Array(values.length);
       for (let i = 0; i < values.length; i++) out[i] = floatToHalf(values[i]!);
@@ -96,8 +98,11 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     const x32 = toF32(x, `${path}/Cast`);
     return g.op("LayerNormalization", `${path}/LayerNormalization`, [x32, gamma, beta], { axis: int(-1), epsilon: float(cfg.layerNormEps) });
   };
-  // The residual stream is float32 (LayerNorm output); each sublayer computes in the compute type.
-  let hidden = layerNorm(emb, "embeddings.LayerNorm", "/embeddings/LayerNorm");
+  // The residual stream is float32 (LayerNorm output) and flat, [batch·sequence, hidden], so that every
+  // nn.Linear is one Gemm with transB=1 on the weight exactly as the checkpoint stores it ([out, in]):
+  // no transposed copies at export, bias fused, the layout ORT and TensorRT run best.
+  const flatShape = g.constInt64("/encoder/flat_shape", [-1, H]);
+  let hidden = g.op("Reshape", "/embeddings/Reshape", [layerNorm(emb, "embeddings.LayerNorm", "/embeddings/LayerNorm"), flatShape]);
 
   // ---- additive attention mask [batch, 1, 1, sequence]
   const maskF = g.op("Cast", "/attention_mask/Cast", [attentionMask], { to: int(OnnxType.FLOAT) });
@@ -105,15 +110,13 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
   const additive32 = g.op("Mul", "/attention_mask/Mul", [inverted, g.constFloat("/attention_mask/min", [MASK_NEGATIVE], [])]);
   const additive4d = g.op("Unsqueeze", "/attention_mask/Unsqueeze", [additive32, g.constInt64("/attention_mask/axes", [1, 2])]);
 
-  const headShape = g.constInt64("/encoder/head_shape", [0, 0, heads, dh]);
-  const mergedShape = g.constInt64("/encoder/merged_shape", [0, 0, H]);
+  const headShape = g.op("Concat", "/encoder/head_shape/Concat", [g.constInt64("/encoder/head_shape/batch", [-1]), seqLen, g.constInt64("/encoder/head_shape/heads", [heads, dh])], { axis: int(0) });
   const scale = scalar("/encoder/attention_scale", 1 / Math.sqrt(dh));
 
   const linear = (x: string, prefix: string, path: string, inDim: number, outDim: number): string => {
-    const w = weight(`${prefix}.weight`, [outDim, inDim], { transpose: true });
+    const w = weight(`${prefix}.weight`, [outDim, inDim]);
     const b = weight(`${prefix}.bias`, [outDim]);
-    const mm = g.op("MatMul", `${path}/MatMul`, [x, w]);
-    return g.op("Add", `${path}/Add`, [mm, b]);
+    return g.op("Gemm", `${path}/Gemm`, [x, w, b], { transB: int(1) });
   };
 
   for (let l = 0; l < cfg.numLayers; l++) {
@@ -136,7 +139,7 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     const probs = g.op("Softmax", `${path}/attention/self/Softmax`, [masked], { axis: int(-1) });
     const ctx = g.op("MatMul", `${path}/attention/self/MatMul_1`, [toCompute(probs, `${path}/attention/self/Cast_1`), vh]);
     const ctxT = g.op("Transpose", `${path}/attention/self/Transpose`, [ctx], { perm: ints([0, 2, 1, 3]) });
-    const merged = g.op("Reshape", `${path}/attention/self/Reshape`, [ctxT, mergedShape]);
+    const merged = g.op("Reshape", `${path}/attention/self/Reshape`, [ctxT, flatShape]);
     const attnOut = linear(merged, `${p}.attention.output.dense`, `${path}/attention/output/dense`, H, H);
     const attnRes = g.op("Add", `${path}/attention/output/Add`, [attnOut, x]);
     const attn = layerNorm(attnRes, `${p}.attention.output.LayerNorm`, `${path}/attention/output/LayerNorm`);
@@ -154,6 +157,8 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     hidden = layerNorm(outRes, `${p}.output.LayerNorm`, `${path}/output/LayerNorm`);
   }
 
+  const outShape = g.op("Concat", "/last_hidden_state/shape/Concat", [g.constInt64("/last_hidden_state/shape/batch", [-1]), seqLen, g.constInt64("/last_hidden_state/shape/hidden", [H])], { axis: int(0) });
+  hidden = g.op("Reshape", "/last_hidden_state/Reshape", [hidden, outShape]);
   g.output(g.op("Identity", "/last_hidden_state/Identity", [hidden]), OnnxType.FLOAT, ["batch", "sequence", H]);
   renameLastOutput(g, "last_hidden_state");
 
@@ -186,10 +191,4 @@ function renameLastOutput(g: GraphBuilder, name: string): void {
   const node = g.nodes.find((n) => n.outputs.includes(out.name))!;
   node.outputs = node.outputs.map((o) => (o === out.name ? name : o));
   out.name = name;
-}
-
-function transpose(values: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(values.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = values[r * cols + c]!;
-  return out;
 }

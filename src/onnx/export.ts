@@ -66,7 +66,9 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
   try {
     checkEncoderShapes(source, spec.config);
     const previous = await prepareOutDir(options.outDir);
-    const weightsSha = await hashWeights(options.modelDir);
+    // Hashing the checkpoint runs on another thread while the graphs are written.
+    const weightsShaPromise = hashWeights(options.modelDir);
+    weightsShaPromise.catch(() => undefined);
     const graphPooling = pooling === "none" ? "none" : spec.pooling;
     for (const precision of precisions) {
       const name = `model.${precision}.onnx`;
@@ -77,12 +79,12 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
         producerName: "bge",
         producerVersion: options.builtBy.version,
         docString: `${spec.id} ${precision}: ${graphPooling} pooling${spec.normalize ? ", L2-normalised" : ""}`,
-        metadata: { model_id: spec.id, weights_sha256: weightsSha, pooling: graphPooling, normalize: String(spec.normalize), precision },
+        metadata: { model_id: spec.id, pooling: graphPooling, normalize: String(spec.normalize), precision },
         externalData: options.externalData ?? "auto",
       });
       const dataName = written.externalDataPath ? basename(written.externalDataPath) : undefined;
-      files.push(await describeFile(options.outDir, name, ONNX_ROLES[precision]!, { built_by: options.builtBy, ...(dataName ? { external_data: dataName } : {}) }));
-      if (dataName) files.push(await describeFile(options.outDir, dataName, "onnx-data", { built_by: options.builtBy }));
+      files.push({ path: name, role: ONNX_ROLES[precision]!, sha256: written.sha256, size: written.bytes, built_by: options.builtBy, ...(dataName ? { external_data: dataName } : {}) });
+      if (dataName) files.push({ path: dataName, role: "onnx-data", sha256: written.externalDataSha256!, size: written.externalDataBytes!, built_by: options.builtBy });
     }
     for (const f of [...TOKENIZER_FILES, ...CONFIG_FILES]) {
       const from = join(options.modelDir, f);
@@ -94,6 +96,7 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
       await rename(tmp, to);
       files.push(await describeFile(options.outDir, f, TOKENIZER_FILES.includes(f) ? "tokenizer" : "config"));
     }
+    const weightsSha = await weightsShaPromise;
     // Keep what an earlier run produced that this one did not rewrite (another precision, an engine).
     const rewritten = new Set(files.map((f) => f.path));
     const kept = (previous?.files ?? []).filter((f) => !rewritten.has(f.path));

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, ONNX_IR_VERSION, encodeVarint, lengthDelimitedKey } from "./proto.js";
 import { BYTES_PER_ELEMENT, encodeAttribute, type GraphBuilder, type InitializerSpec, type ValueSpec } from "./graph-builder.js";
@@ -20,8 +21,11 @@ export interface WriteModelOptions {
 export interface WrittenModel {
   path: string;
   bytes: number;
+  /** sha256 of the model file, computed while writing it. */
+  sha256: string;
   externalDataPath?: string;
   externalDataBytes?: number;
+  externalDataSha256?: string;
 }
 
 const EXTERNAL_ALIGN = 4096;
@@ -137,10 +141,20 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
   };
 
   let bytesWritten = 0;
+  const modelHash = createHash("sha256");
+  const dataHash = createHash("sha256");
   const writeModel = async (handle: FileHandle, externalHandle?: FileHandle) => {
+    // Hash while the write is in flight on libuv's thread pool.
     const put = async (b: Uint8Array) => {
-      await handle.write(b);
+      const written = handle.write(b);
+      modelHash.update(b);
       bytesWritten += b.length;
+      await written;
+    };
+    const putData = async (b: Uint8Array) => {
+      const written = externalHandle!.write(b);
+      dataHash.update(b);
+      await written;
     };
     await put(modelHead);
     await put(Buffer.concat([lengthDelimitedKey(7), encodeVarint(graphLen)]));
@@ -152,8 +166,8 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
         await put(await produce(t));
       } else {
         const bytes = await produce(t);
-        if (t.offset > dataPos) await externalHandle!.write(new Uint8Array(t.offset - dataPos));
-        await externalHandle!.write(bytes);
+        if (t.offset > dataPos) await putData(new Uint8Array(t.offset - dataPos));
+        await putData(bytes);
         dataPos = t.offset + bytes.byteLength;
       }
     }
@@ -161,7 +175,7 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
 
   if (!external || externalOffsets.size === 0) {
     await writeAtomic(path, (h) => writeModel(h));
-    return { path, bytes: bytesWritten };
+    return { path, bytes: bytesWritten, sha256: modelHash.digest("hex") };
   }
   // Both files are complete before either takes its final name; a failure removes both.
   const data = await createPendingFile(dataPath);
@@ -181,5 +195,5 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
     if (dataCommitted) await rm(dataPath, { force: true });
     throw err;
   }
-  return { path, bytes: bytesWritten, externalDataPath: dataPath, externalDataBytes: dataSize };
+  return { path, bytes: bytesWritten, sha256: modelHash.digest("hex"), externalDataPath: dataPath, externalDataBytes: dataSize, externalDataSha256: dataHash.digest("hex") };
 }

@@ -26,7 +26,7 @@ describe.skipIf(!HAVE_SHARED)("@huggingface/tokenizers 0.2 against FlagModel's i
       if (mine.length > 512) continue; // the library does not truncate; compare untruncated texts only
       compared++;
       const theirs = js.encode(text).ids;
-      if (theirs.length !== mine.length || theirs.some((id, i) => id !== mine[i])) differing++;
+      if (theirs.length !== mine.length || theirs.some((id: number, i: number) => id !== mine[i])) differing++;
     }
     console.log(`${name}: @huggingface/tokenizers differs from FlagModel's ids on ${differing} of ${compared} texts`);
     expect(compared).toBeGreaterThan(300);
