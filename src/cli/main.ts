@@ -5,6 +5,8 @@ import { exportCommand } from "../commands/export.js";
 import { fixtureCommand } from "../commands/fixture.js";
 import { goldenCommand } from "../commands/golden.js";
 import { tokenizeCommand } from "../commands/tokenize.js";
+import { verifyCommand } from "../commands/verify.js";
+import { parseTolerance } from "../parity/tolerances.js";
 import { SHAPE_NAMES } from "../fixture/shapes.js";
 import { parseInteger } from "./inputs.js";
 import { createOutput, type Output, type OutputOptions } from "./output.js";
@@ -122,11 +124,66 @@ export function buildProgram(): Command {
     .addOption(new Option("--pooling <mode>", "auto reads 1_Pooling/config.json; none exports last_hidden_state only").choices(["auto", "cls", "mean", "none"]).default("auto"))
     .option("--max-length <n>", "max_length recorded for runners (default 512)", int("--max-length", 2))
     .addOption(new Option("--external-data <when>", "weights in <model>.onnx.data: auto (above 1.8 GB), always, never").choices(["auto", "always", "never"]).default("auto"))
+    .option("--no-normalize", "leave L2 normalisation out of the graph (FlagModel normalises)")
+    .addOption(instructionOption())
+    .addOption(noInstructionOption())
     .addHelpText("after", "\nExample:\n  bge export /tmp/t -o /tmp/t-onnx --precision fp32,fp16")
     .action(async (model: string, opts, cmd: Command) => {
       const externalData = opts.externalData === "auto" ? "auto" : opts.externalData === "always";
       await exportCommand(
-        { model, output: opts.output, precision: opts.precision, opset: opts.opset, pooling: opts.pooling, maxLength: opts.maxLength, externalData, argv: process.argv.slice(2) },
+        {
+          model,
+          output: opts.output,
+          precision: opts.precision,
+          opset: opts.opset,
+          pooling: opts.pooling,
+          maxLength: opts.maxLength,
+          externalData,
+          normalize: opts.normalize,
+          instruction: instructionFrom(opts),
+          argv: process.argv.slice(2),
+        },
+        outputFor(cmd),
+      );
+    });
+
+  program
+    .command("verify")
+    .description("the parity gate: compare an artifact's vectors with a golden file; exit 0 pass, 1 fail")
+    .argument("<candidate>", "artifact folder (every ONNX in it), or an .onnx file")
+    .requiredOption("--golden <file>", "bge-golden/1 file (bge golden)")
+    .option("--tolerance <cos>", "minimum cosine over every text (default per precision: fp32 0.99999, fp16 0.999, int8 0.98)", (v: string) => {
+      try {
+        return parseTolerance(v);
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    })
+    .option("--precision <list>", "only these precisions of an artifact folder (fp32,fp16); for an .onnx file, which tolerances apply")
+    .option("--report <file>", "write the JSON report here")
+    .option("--junit <file>", "write a JUnit XML report here (one test case per artifact)")
+    .option("--pipeline <file>", "take tolerances from a pipeline file (pipelines/*.json)")
+    .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
+    .option("--max-length <n>", "runtime max_length (default: the artifact's)", int("--max-length", 2))
+    .option("--model-id <id>", "the candidate's model id, where it cannot be read from a manifest")
+    .addOption(instructionOption())
+    .addOption(noInstructionOption())
+    .addHelpText("after", "\nExample:\n  bge verify /tmp/t-onnx --golden golden/tiny.json --junit parity.xml")
+    .action(async (candidate: string, opts, cmd: Command) => {
+      await verifyCommand(
+        {
+          candidate,
+          golden: opts.golden,
+          tolerance: opts.tolerance,
+          precision: opts.precision,
+          report: opts.report,
+          junit: opts.junit,
+          pipeline: opts.pipeline,
+          batchSize: opts.batchSize,
+          maxLength: opts.maxLength,
+          instruction: instructionFrom(opts),
+          modelId: opts.modelId,
+        },
         outputFor(cmd),
       );
     });

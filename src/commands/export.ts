@@ -14,6 +14,8 @@ export interface ExportCommandOptions {
   pooling: Pooling | "auto" | "none";
   maxLength?: number;
   externalData: boolean | "auto";
+  normalize: boolean;
+  instruction?: string | null;
   argv: string[];
 }
 
@@ -38,6 +40,8 @@ export async function exportCommand(options: ExportCommandOptions, out: Output):
     pooling: options.pooling,
     maxLength: options.maxLength,
     externalData: options.externalData,
+    normalize: options.normalize,
+    instruction: options.instruction,
     builtBy: { tool: "bge", version: pkg.version, args: options.argv },
     onStage: (m) => out.info(m),
   });

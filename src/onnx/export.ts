@@ -18,6 +18,10 @@ export interface ExportOptions {
   /** `auto` follows 1_Pooling/config.json. @default "auto" */
   pooling?: Pooling | "auto" | "none";
   maxLength?: number;
+  /** false leaves L2 normalisation out of the graph. @default modules.json (normalise) */
+  normalize?: boolean;
+  /** The query instruction recorded for runners: null for none; undefined for the one known by model id. */
+  instruction?: string | null;
   /** @default "auto" (on above 1.8 GB of weights) */
   externalData?: boolean | "auto";
   builtBy: BuiltBy;
@@ -59,6 +63,8 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
     id: options.modelId,
     maxLength: options.maxLength,
     pooling: pooling === "auto" || pooling === "none" ? undefined : pooling,
+    normalize: options.normalize === false ? false : undefined,
+    queryInstruction: options.instruction,
   });
   // Bad weights are refused before anything is created.
   const source = await openWeights(options.modelDir);

@@ -22,7 +22,7 @@ export interface LoadEmbedderOptions {
 }
 
 export interface LoadedEmbedder {
-  embedder: Embedder;
+  embedder: Embedder | OnnxEmbedder;
   spec: ModelSpec;
   /** What the target was, and the file that computes the vectors. */
   target: { kind: "checkpoint" | "artifact" | "onnx"; path: string; precision?: string; manifest?: Manifest };
@@ -59,7 +59,7 @@ export async function loadEmbedder(target: string, options: LoadEmbedderOptions 
     const modelDir = (await isFile(join(beside, "tokenizer.json"))) ? beside : dirname(beside);
     if (!(await isFile(join(modelDir, "tokenizer.json")))) throw new UsageError(`${target}: no tokenizer.json beside it or in ${modelDir}`);
     const spec = await readModelSpec(modelDir, specOverrides(options));
-    const embedder = await OnnxEmbedder.load(full, spec, modelDir, { threads: options.threads });
+    const embedder = await OnnxEmbedder.load(full, spec, modelDir, { threads: options.threads, precision: options.precision });
     return { embedder, spec, target: { kind: "onnx", path: full } };
   }
   const dir = await resolveModelDir(target);
@@ -95,6 +95,7 @@ async function loadArtifactFile(dir: string, manifest: Manifest, file: ArtifactF
   const embedder = await OnnxEmbedder.load(join(dir, file.path), spec, dir, {
     threads: options.threads,
     graphPooling: { pooling: manifest.pooling, normalize: manifest.normalize },
+    precision: file.role.slice(5),
   });
   return { embedder, spec, target: { kind: "artifact", path: join(dir, file.path), precision: file.role.slice(5), manifest } };
 }

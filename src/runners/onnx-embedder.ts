@@ -6,11 +6,31 @@ import { l2Normalize, poolHidden } from "../parity/pooling.js";
 import { applyInstruction, loadFlagTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
 
+export interface EmbedOverrides {
+  pooling?: "cls" | "mean";
+  normalize?: boolean;
+  /** null: no instruction; undefined: the spec's. */
+  instruction?: string | null;
+  maxLength?: number;
+  /** Applied to each text before the instruction (e.g. lowercasing, as sentence-transformers does). */
+  transform?: (text: string) => string;
+}
+
 export interface OnnxEmbedderOptions {
   /** What the graph's `sentence_embedding` output computes, when bge wrote the graph (from the manifest). */
   graphPooling?: { pooling: "cls" | "mean" | "none"; normalize: boolean };
   /** @default os.availableParallelism() */
   threads?: number;
+  /** fp32, fp16, int8…: which tolerances apply. @default guessed from the file name, else fp32 */
+  precision?: string;
+}
+
+/** A precision from a file name (model.fp16.onnx, model_quantized.onnx); fp32 when it names none. */
+export function precisionFromFileName(path: string): string {
+  const name = path.split(/[\\/]/).pop()!.toLowerCase();
+  if (/fp16|float16|half/.test(name)) return "fp16";
+  if (/int8|quant|qdq|uint8/.test(name)) return "int8";
+  return "fp32";
 }
 
 const HIDDEN_OUTPUTS = ["last_hidden_state", "token_embeddings"];
@@ -31,6 +51,7 @@ export class OnnxEmbedder implements Embedder {
     private readonly tokenizer: FlagTokenizer,
     private readonly useGraphPooling: boolean,
     private readonly hiddenOutput: string | undefined,
+    readonly precision: string,
   ) {}
 
   get dimension(): number {
@@ -66,7 +87,16 @@ export class OnnxEmbedder implements Embedder {
     if (!useGraphPooling && !hiddenOutput) {
       throw new UsageError(`${modelPath}: outputs ${session.outputNames.join(", ")} include no hidden states (last_hidden_state or token_embeddings) to pool ${spec.pooling}`);
     }
-    return new OnnxEmbedder(modelPath, spec, session, tokenizer, useGraphPooling, hiddenOutput);
+    return new OnnxEmbedder(modelPath, spec, session, tokenizer, useGraphPooling, hiddenOutput, options.precision ?? precisionFromFileName(modelPath));
+  }
+
+  /** Whether the graph has hidden states to pool differently from its own sentence_embedding. */
+  get hasHiddenStates(): boolean {
+    return this.hiddenOutput !== undefined;
+  }
+
+  get hasTokenTypeInput(): boolean {
+    return this.session.inputNames.includes("token_type_ids");
   }
 
   async embed(
@@ -74,36 +104,43 @@ export class OnnxEmbedder implements Embedder {
     kind: TextKind,
     options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
   ): Promise<EmbedResult> {
+    return this.embedWith(texts, kind, options);
+  }
+
+  /**
+   * Like embed, with runtime settings changed for this call: what verify's diagnoses use to test a
+   * hypothesis (another pooling, no normalisation, another instruction or max_length, transformed text)
+   * without reloading the model. Pooling or normalisation other than the graph's own are computed
+   * from the hidden states.
+   */
+  async embedWith(
+    texts: readonly string[],
+    kind: TextKind,
+    options: EmbedOverrides & { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<EmbedResult> {
     const batchSize = options.batchSize ?? 32;
-    const { maxLength, queryInstruction, pooling, normalize } = this.spec;
+    const maxLength = options.maxLength ?? this.spec.maxLength;
+    const queryInstruction = options.instruction === undefined ? this.spec.queryInstruction : (options.instruction ?? undefined);
+    const pooling = options.pooling ?? this.spec.pooling;
+    const normalize = options.normalize ?? this.spec.normalize;
+    const useGraph = this.useGraphPooling && pooling === this.spec.pooling && normalize === this.spec.normalize;
+    if (!useGraph && !this.hiddenOutput) throw new UsageError(`${this.modelPath} has no hidden-state output to pool ${pooling}`);
+    const transform = options.transform ?? ((t: string) => t);
     const H = this.dimension;
-    const inputIds = texts.map((t) => this.tokenizer.encode(applyInstruction(t, queryInstruction, kind), maxLength));
+    const inputIds = texts.map((t) => this.tokenizer.encode(applyInstruction(transform(t), queryInstruction, kind), maxLength));
     const order = inputIds.map((_, i) => i).sort((a, b) => inputIds[b]!.length - inputIds[a]!.length || a - b);
     const embeddings = new Array<Float64Array>(texts.length);
-    const wantTypes = this.session.inputNames.includes("token_type_ids");
     let done = 0;
     for (let start = 0; start < order.length; start += batchSize) {
       const batch = order.slice(start, start + batchSize);
       const S = Math.max(...batch.map((i) => inputIds[i]!.length));
       const B = batch.length;
-      const ids = new BigInt64Array(B * S).fill(BigInt(this.tokenizer.padId));
-      const mask = new BigInt64Array(B * S);
-      batch.forEach((ti, r) => {
-        inputIds[ti]!.forEach((id, c) => {
-          ids[r * S + c] = BigInt(id);
-          mask[r * S + c] = 1n;
-        });
-      });
-      const feeds: Record<string, ort.Tensor> = {
-        input_ids: new ort.Tensor("int64", ids, [B, S]),
-        attention_mask: new ort.Tensor("int64", mask, [B, S]),
-      };
-      if (wantTypes) feeds.token_type_ids = new ort.Tensor("int64", new BigInt64Array(B * S), [B, S]);
-      const fetch = this.useGraphPooling ? ["sentence_embedding"] : [this.hiddenOutput!];
+      const feeds = this.feeds(batch.map((i) => inputIds[i]!));
+      const fetch = useGraph ? ["sentence_embedding"] : [this.hiddenOutput!];
       const out = await this.session.run(feeds, fetch);
       const data = out[fetch[0]!]!.data as Float32Array;
       batch.forEach((ti, r) => {
-        if (this.useGraphPooling) {
+        if (useGraph) {
           embeddings[ti] = Float64Array.from(data.subarray(r * H, (r + 1) * H));
         } else {
           const len = inputIds[ti]!.length;
@@ -115,6 +152,31 @@ export class OnnxEmbedder implements Embedder {
       options.onProgress?.(done, texts.length);
     }
     return { embeddings, inputIds };
+  }
+
+  /** Right-padded int64 feeds for a batch of token id lists (token_type_ids all zero where the graph takes them). */
+  feeds(batch: readonly (readonly number[])[]): Record<string, ort.Tensor> {
+    const S = Math.max(...batch.map((ids) => ids.length));
+    const B = batch.length;
+    const ids = new BigInt64Array(B * S).fill(BigInt(this.tokenizer.padId));
+    const mask = new BigInt64Array(B * S);
+    batch.forEach((row, r) => {
+      row.forEach((id, c) => {
+        ids[r * S + c] = BigInt(id);
+        mask[r * S + c] = 1n;
+      });
+    });
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor("int64", ids, [B, S]),
+      attention_mask: new ort.Tensor("int64", mask, [B, S]),
+    };
+    if (this.hasTokenTypeInput) feeds.token_type_ids = new ort.Tensor("int64", new BigInt64Array(B * S), [B, S]);
+    return feeds;
+  }
+
+  /** Token ids for texts as this candidate runs them (instruction on queries, truncation). */
+  tokenize(texts: readonly string[], kind: TextKind): number[][] {
+    return texts.map((t) => this.tokenizer.encode(applyInstruction(t, this.spec.queryInstruction, kind), this.spec.maxLength));
   }
 
   async deactivate(): Promise<void> {

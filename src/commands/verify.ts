@@ -1,0 +1,135 @@
+import { stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { Output } from "../cli/output.js";
+import { readGolden, type GoldenFile } from "../artifacts/golden.js";
+import { MANIFEST_NAME, readManifest, writeManifest, type Manifest } from "../artifacts/manifest.js";
+import { readPipeline } from "../artifacts/pipeline.js";
+import { ParityError, UsageError } from "../errors.js";
+import { reportJUnit, reportJson, renderText } from "../parity/report.js";
+import { resolveTolerance } from "../parity/tolerances.js";
+import { probeFp16Range } from "../parity/fp16-range.js";
+import { verifyAgainstGolden, type VerifyReport } from "../parity/verify.js";
+import { loadEmbedder } from "../runners/load-embedder.js";
+import { OnnxEmbedder } from "../runners/onnx-embedder.js";
+import { writeFileAtomic } from "../util/atomic.js";
+
+export interface VerifyCommandOptions {
+  candidate: string;
+  golden: string;
+  tolerance?: number;
+  precision?: string;
+  report?: string;
+  junit?: string;
+  pipeline?: string;
+  batchSize: number;
+  maxLength?: number;
+  instruction?: string | null;
+  modelId?: string;
+}
+
+async function isDir(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+}
+
+/** Which files to verify: every ONNX of an artifact folder (or --precision's), or the one file given. */
+async function candidateTargets(candidate: string, precision: string | undefined): Promise<{ manifest?: Manifest; targets: { path: string; precision?: string }[] }> {
+  const full = resolve(candidate);
+  if (await isDir(full)) {
+    if (!(await stat(join(full, MANIFEST_NAME)).catch(() => undefined))) {
+      throw new UsageError(`${candidate} is a folder without ${MANIFEST_NAME}: verify takes an artifact folder (bge export), an .onnx file or an engine; a checkpoint is what goldens are made from`);
+    }
+    const manifest = await readManifest(full);
+    const onnx = manifest.files.filter((f) => f.role.startsWith("onnx-") && f.role !== "onnx-data");
+    const wanted = precision ? precision.split(",").map((p) => p.trim()) : onnx.map((f) => f.role.slice(5));
+    const targets = wanted.map((p) => {
+      const f = onnx.find((x) => x.role === `onnx-${p}`);
+      if (!f) throw new UsageError(`${candidate} has no ${p} model (it has: ${onnx.map((x) => x.role.slice(5)).join(", ") || "none"})`);
+      return { path: full, precision: p };
+    });
+    if (!targets.length) throw new UsageError(`${candidate}: the manifest lists no ONNX model to verify`);
+    return { manifest, targets };
+  }
+  return { targets: [{ path: full, precision }] };
+}
+
+/** A golden for another model, dimension or checkpoint is refused before anything runs (exit 2). */
+function checkGoldenMatches(golden: GoldenFile, goldenPath: string, candidate: string, dim: number, modelId: string, manifest: Manifest | undefined): void {
+  const gDim = golden.items[0]!.embedding.length;
+  if (gDim !== dim) throw new UsageError(`${goldenPath} has dimension ${gDim} but ${candidate} produces ${dim}: this golden is for another model`);
+  if (golden.model.id !== modelId) {
+    throw new UsageError(`${goldenPath} is for model ${golden.model.id} but ${candidate} is ${modelId} (pass --model-id ${golden.model.id} if they are the same model under two names)`);
+  }
+  if (manifest && golden.model.weights_sha256 !== manifest.source.weights_sha256) {
+    throw new UsageError(`${goldenPath} was made from weights ${golden.model.weights_sha256} but ${candidate} was exported from weights ${manifest.source.weights_sha256}: not the same checkpoint`);
+  }
+}
+
+export async function verifyCommand(options: VerifyCommandOptions, out: Output): Promise<void> {
+  const golden = await readGolden(options.golden);
+  const pipeline = options.pipeline ? await readPipeline(options.pipeline) : undefined;
+  const { manifest, targets } = await candidateTargets(options.candidate, options.precision);
+  const reports: VerifyReport[] = [];
+  for (const target of targets) {
+    const { embedder, spec } = await loadEmbedder(target.path, {
+      backend: "onnx",
+      precision: target.precision,
+      maxLength: options.maxLength,
+      instruction: options.instruction,
+    });
+    try {
+      if (!(embedder instanceof OnnxEmbedder)) throw new UsageError(`${options.candidate}: verify needs an ONNX model or engine`);
+      checkGoldenMatches(golden, options.golden, options.candidate, embedder.dimension, options.modelId ?? spec.id, manifest);
+      const { tolerance, notes } = resolveTolerance(embedder.precision, {
+        cli: options.tolerance,
+        pipeline: pipeline?.precisions?.[embedder.precision],
+        goldenUsesFp16: golden.producer.use_fp16,
+      });
+      out.info(`verifying ${embedder.modelPath} (${embedder.precision}) against ${golden.items.length} golden items …`);
+      const report = await verifyAgainstGolden(embedder, golden, {
+        goldenPath: options.golden,
+        candidatePath: embedder.modelPath,
+        tolerance,
+        toleranceNotes: notes,
+        batchSize: options.batchSize,
+        backend: "onnxruntime-cpu",
+        onProgress: out.progress("verify", 2 * golden.items.length),
+        probeFp16: embedder.precision === "fp16" ? (batches) => probeFp16Range(embedder.modelPath, batches.map((b) => embedder.feeds(b))) : undefined,
+      });
+      reports.push(report);
+    } finally {
+      await embedder.deactivate();
+    }
+  }
+
+  if (manifest) {
+    // The manifest remembers the last verdict per artifact; the files it hashes are untouched.
+    const dir = resolve(options.candidate);
+    const fresh = await readManifest(dir);
+    for (const r of reports) {
+      const file = fresh.files.find((f) => join(dir, f.path) === r.candidate.path);
+      if (!file) continue;
+      fresh.parity[file.path] = {
+        pass: r.pass,
+        golden: resolve(options.golden),
+        min_cosine: r.summary.min_cosine,
+        mean_cosine: r.summary.mean_cosine,
+        tolerance: r.tolerance.min_cosine,
+        checked_at: new Date().toISOString(),
+      };
+    }
+    await writeManifest(dir, fresh);
+  }
+  const json = reportJson(reports);
+  if (options.report) await writeFileAtomic(options.report, JSON.stringify(json, null, 2) + "\n");
+  if (options.junit) await writeFileAtomic(options.junit, reportJUnit(reports));
+  out.result(reports.map(renderText).join("\n\n"), json);
+  const failed = reports.filter((r) => !r.pass);
+  if (failed.length) {
+    const first = failed[0]!;
+    const why = first.diagnoses[0] ? ` — ${first.diagnoses[0].code}` : "";
+    throw new ParityError(`parity failed for ${failed.map((r) => `${r.candidate.precision}`).join(", ")}: ${first.failures.join("; ")}${why}`);
+  }
+}

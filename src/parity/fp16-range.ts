@@ -1,0 +1,108 @@
+import { readFile } from "node:fs/promises";
+import * as ort from "onnxruntime-node";
+import { ModelProto, OnnxType } from "../onnx/proto.js";
+
+export interface Fp16RangeResult {
+  /** FP16 tensors inside the graph whose values were checked. */
+  probed: number;
+  /** Texts run through the probe. */
+  texts: number;
+  /** Tensors that do not fit FP16 (|x| > 65504 becomes ±inf) on at least one text, worst first. */
+  overflowing: { tensor: string; texts: number }[];
+  /** Why the probe could not run, when it did not. */
+  skipped?: string;
+}
+
+interface NodeLike {
+  opType?: string;
+  input?: string[];
+  output?: string[];
+  attribute?: { name?: string; i?: number | { toNumber(): number }; t?: { dataType?: number } }[];
+}
+
+const BOOL_OPS = new Set(["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf"]);
+const INT64_OPS = new Set(["Shape", "Size", "NonZero", "ArgMax", "ArgMin"]);
+
+function num(v: number | { toNumber(): number } | undefined): number | undefined {
+  return v === undefined ? undefined : typeof v === "number" ? v : v.toNumber();
+}
+
+/**
+ * The element type of every tensor a graph computes, by ONNX's typing rules for the operators
+ * encoder graphs use (casts, comparisons, shape ops; otherwise the type of the first typed input).
+ */
+export function inferElementTypes(graph: { input?: { name?: string; type?: { tensorType?: { elemType?: number } } }[]; initializer?: { name?: string; dataType?: number }[]; node?: NodeLike[] }): Map<string, number> {
+  const types = new Map<string, number>();
+  for (const i of graph.input ?? []) if (i.name && i.type?.tensorType?.elemType) types.set(i.name, i.type.tensorType.elemType);
+  for (const t of graph.initializer ?? []) if (t.name && t.dataType) types.set(t.name, t.dataType);
+  for (const n of graph.node ?? []) {
+    const out = n.output?.[0];
+    if (!out) continue;
+    const attr = (name: string) => n.attribute?.find((a) => a.name === name);
+    let t: number | undefined;
+    if (n.opType === "Cast") t = num(attr("to")?.i);
+    else if (n.opType === "Constant" || n.opType === "ConstantOfShape") t = attr("value")?.t?.dataType ?? (n.opType === "ConstantOfShape" ? OnnxType.FLOAT : undefined);
+    else if (BOOL_OPS.has(n.opType ?? "")) t = OnnxType.BOOL;
+    else if (INT64_OPS.has(n.opType ?? "")) t = OnnxType.INT64;
+    else if (n.opType === "Where") t = types.get(n.input?.[1] ?? "");
+    else t = (n.input ?? []).map((x) => types.get(x)).find((x) => x !== undefined);
+    if (t !== undefined) types.set(out, t);
+  }
+  return types;
+}
+
+/**
+ * ONNX Runtime's CPU provider computes FP16 graphs in FP32 (it inserts and then folds Casts), so an
+ * FP16 model that overflows on a GPU can look perfect on CPU. This probe makes every FP16 tensor
+ * inside the graph a graph output — ORT must then hand it over as FP16, where values beyond 65504
+ * become ±inf — runs the texts, and reports the tensors that do not fit: what TensorRT or CUDA
+ * would overflow on.
+ */
+export async function probeFp16Range(
+  modelPath: string,
+  feeds: AsyncIterable<Record<string, ort.Tensor>> | Iterable<Record<string, ort.Tensor>>,
+): Promise<Fp16RangeResult> {
+  const bytes = await readFile(modelPath);
+  const model = ModelProto.decode(bytes) as unknown as {
+    graph: { input?: []; output: { name: string }[]; initializer?: { name?: string; dataType?: number; dataLocation?: number }[]; node?: NodeLike[] };
+  };
+  if (model.graph.initializer?.some((t) => t.dataLocation === 1)) return { probed: 0, texts: 0, overflowing: [], skipped: "the model keeps its weights in external data" };
+  const types = inferElementTypes(model.graph as never);
+  const existing = new Set(model.graph.output.map((o) => o.name));
+  const initializers = new Set((model.graph.initializer ?? []).map((t) => t.name));
+  const probes = [...types].filter(([name, t]) => t === OnnxType.FLOAT16 && !existing.has(name) && !initializers.has(name)).map(([name]) => name);
+  if (!probes.length) return { probed: 0, texts: 0, overflowing: [] };
+  const graph = model.graph as unknown as { output: unknown[] };
+  graph.output = [...model.graph.output, ...probes.map((name) => ({ name, type: { tensorType: { elemType: OnnxType.FLOAT16 } } }))];
+  const probed = ModelProto.encode(ModelProto.fromObject(model as never)).finish();
+  const session = await ort.InferenceSession.create(probed, { graphOptimizationLevel: "disabled" });
+  const counts = new Map<string, number>();
+  let texts = 0;
+  try {
+    for await (const feed of feeds) {
+      const out = await session.run(feed, probes);
+      const batch = Number(feed.input_ids!.dims[0]);
+      texts += batch;
+      for (const name of probes) {
+        const t = out[name]!;
+        const data = t.data as Uint16Array;
+        // FP16 ±inf and NaN have all exponent bits set. A leading axis of batch or batch·sequence
+        // (bge's flat [B·S, H] activations) is laid out text by text, so texts are counted apart.
+        const split = batch > 0 && Number(t.dims[0]) % batch === 0 ? batch : 1;
+        const perText = data.length / split;
+        for (let b = 0; b < split; b++) {
+          for (let i = b * perText; i < (b + 1) * perText; i++) {
+            if ((data[i]! & 0x7c00) === 0x7c00) {
+              counts.set(name, (counts.get(name) ?? 0) + 1);
+              break;
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    await session.release();
+  }
+  const overflowing = [...counts].map(([tensor, texts]) => ({ tensor, texts })).sort((a, b) => b.texts - a.texts);
+  return { probed: probes.length, texts, overflowing };
+}

@@ -1,0 +1,71 @@
+import { UsageError } from "../errors.js";
+
+export interface Tolerance {
+  /** Minimum cosine over every text. */
+  min_cosine: number;
+  /** Minimum mean cosine. */
+  mean_cosine: number;
+  /** Largest allowed 1 − cos(batched, batch-of-one) for any text: padding must not move a vector. */
+  batch_drift: number;
+  /** Minimum mean top-k overlap of query→passage rankings (goldens with queries and passages). */
+  topk_agreement: number;
+}
+
+/** SPEC.md's defaults, with the batch-drift and ranking gates bge adds. */
+export const DEFAULT_TOLERANCES: Record<string, Tolerance> = {
+  fp32: { min_cosine: 0.99999, mean_cosine: 0.999999, batch_drift: 1e-6, topk_agreement: 0.99 },
+  fp16: { min_cosine: 0.999, mean_cosine: 0.9999, batch_drift: 1e-4, topk_agreement: 0.9 },
+  int8: { min_cosine: 0.98, mean_cosine: 0.99, batch_drift: 1e-3, topk_agreement: 0.8 },
+};
+
+export function precisionClass(precision: string): "fp32" | "fp16" | "int8" {
+  if (precision.startsWith("int8")) return "int8";
+  if (precision === "fp16" || precision === "bf16") return "fp16";
+  return "fp32";
+}
+
+export interface ResolvedTolerance {
+  tolerance: Tolerance;
+  /** Why the numbers are what they are (defaults, an option, a pipeline, an fp16 golden). */
+  notes: string[];
+}
+
+/**
+ * The gate for one artifact: SPEC defaults for its precision, then a pipeline file's numbers, then
+ * `--tolerance` (the minimum cosine). A golden computed in FP16 cannot certify beyond FP16
+ * agreement: stricter gates are capped at the fp16 ones, and the report says so.
+ */
+export function resolveTolerance(
+  precision: string,
+  options: { cli?: number; pipeline?: Partial<Tolerance>; goldenUsesFp16?: boolean } = {},
+): ResolvedTolerance {
+  const cls = precisionClass(precision);
+  const tolerance = { ...DEFAULT_TOLERANCES[cls]! };
+  const notes = [`${cls} defaults`];
+  if (options.pipeline) {
+    Object.assign(tolerance, Object.fromEntries(Object.entries(options.pipeline).filter(([, v]) => v !== undefined)));
+    notes.push("pipeline overrides");
+  }
+  if (options.cli !== undefined) {
+    if (!(options.cli > -1 && options.cli <= 1)) throw new UsageError(`--tolerance ${options.cli} must be a cosine in (-1, 1]`);
+    tolerance.min_cosine = options.cli;
+    notes.push(`--tolerance ${options.cli}`);
+  }
+  if (options.goldenUsesFp16 && cls === "fp32") {
+    const cap = DEFAULT_TOLERANCES.fp16!;
+    if (tolerance.min_cosine > cap.min_cosine || tolerance.mean_cosine > cap.mean_cosine) {
+      tolerance.min_cosine = Math.min(tolerance.min_cosine, cap.min_cosine);
+      tolerance.mean_cosine = Math.min(tolerance.mean_cosine, cap.mean_cosine);
+      notes.push(
+        `the golden was computed in FP16 (producer.use_fp16), which caps what it can certify: gating at fp16 agreement (min ${cap.min_cosine}, mean ${cap.mean_cosine}); make an fp32 golden to check fp32 parity`,
+      );
+    }
+  }
+  return { tolerance, notes };
+}
+
+export function parseTolerance(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new UsageError(`--tolerance must be a number (a minimum cosine such as 0.999), got ${JSON.stringify(value)}`);
+  return n;
+}

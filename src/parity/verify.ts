@@ -1,0 +1,181 @@
+import type { GoldenFile } from "../artifacts/golden.js";
+import type { TextKind } from "../runners/embedder.js";
+import { diagnose, type DiagnosableCandidate, type Diagnosis } from "./diagnose.js";
+import { compareEmbeddings, cosineSimilarity, type ComparisonSummary } from "./metrics.js";
+import { retrievalAgreement, type RetrievalAgreement } from "./retrieval.js";
+import type { Tolerance } from "./tolerances.js";
+import type { Fp16RangeResult } from "./fp16-range.js";
+
+export interface VerifyItem {
+  index: number;
+  kind: TextKind;
+  text: string;
+  cosine: number;
+  max_abs_diff: number;
+  tokens_match: boolean;
+  batch_drift: number;
+}
+
+export interface VerifyReport {
+  pass: boolean;
+  tolerance: Tolerance;
+  tolerance_notes: string[];
+  candidate: { path: string; precision: string; backend: string };
+  golden: { path: string; model_id: string; items: number; producer: string };
+  settings: { max_length: number; query_instruction: string | null; batch_size: number };
+  summary: ComparisonSummary & { token_mismatches: number; topk_agreement: number | null; batch_drift: number };
+  retrieval: RetrievalAgreement | null;
+  /** FP16 candidates: tensors that cannot be held in FP16 (see probeFp16Range). */
+  fp16_range: Fp16RangeResult | null;
+  /** Which gates said no, in words. */
+  failures: string[];
+  items: VerifyItem[];
+  diagnoses: Diagnosis[];
+  seconds: number;
+}
+
+export interface VerifyOptions {
+  goldenPath: string;
+  candidatePath: string;
+  tolerance: Tolerance;
+  toleranceNotes: string[];
+  batchSize?: number;
+  backend: string;
+  onProgress?: (done: number, total: number) => void;
+  /** Runs the FP16 range probe over token id batches (FP16 candidates only). */
+  probeFp16?: (batches: number[][][]) => Promise<Fp16RangeResult>;
+}
+
+/** Golden item indices by kind, in golden order. */
+function split(golden: GoldenFile): Record<TextKind, number[]> {
+  const out: Record<TextKind, number[]> = { passage: [], query: [] };
+  golden.items.forEach((it, i) => out[it.kind].push(i));
+  return out;
+}
+
+/**
+ * Runs the golden's texts through the candidate with its runtime settings, compares every vector in
+ * float64, checks that batching does not move vectors (each text again alone) and that rankings
+ * survive, gates on the tolerance, and on failure asks `diagnose` why.
+ */
+export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golden: GoldenFile, options: VerifyOptions): Promise<VerifyReport> {
+  const started = performance.now();
+  const batchSize = options.batchSize ?? 32;
+  const n = golden.items.length;
+  const groups = split(golden);
+  const embeddings = new Array<Float64Array>(n);
+  const inputIds = new Array<number[]>(n);
+  const single = new Array<Float64Array>(n);
+  let done = 0;
+  for (const kind of ["passage", "query"] as const) {
+    const idx = groups[kind];
+    if (!idx.length) continue;
+    const texts = idx.map((i) => golden.items[i]!.text);
+    const batched = await candidate.embedWith(texts, kind, { batchSize });
+    idx.forEach((gi, k) => {
+      embeddings[gi] = batched.embeddings[k]!;
+      inputIds[gi] = batched.inputIds[k]!;
+    });
+    done += idx.length;
+    options.onProgress?.(done, 2 * n);
+    // Batch invariance: the same texts one at a time (no padding at all).
+    const alone = await candidate.embedWith(texts, kind, { batchSize: 1 });
+    idx.forEach((gi, k) => (single[gi] = alone.embeddings[k]!));
+    done += idx.length;
+    options.onProgress?.(done, 2 * n);
+  }
+
+  const { items: cmp, summary } = compareEmbeddings(
+    golden.items.map((it) => it.embedding),
+    embeddings,
+  );
+  const items: VerifyItem[] = cmp.map((c) => {
+    const it = golden.items[c.index]!;
+    const ids = inputIds[c.index]!;
+    const drift = 1 - cosineSimilarity(embeddings[c.index]!, single[c.index]!);
+    return {
+      index: c.index,
+      kind: it.kind,
+      text: it.text,
+      cosine: c.cosine,
+      max_abs_diff: c.max_abs_diff,
+      tokens_match: ids.length === it.input_ids.length && ids.every((x, j) => x === it.input_ids[j]),
+      batch_drift: Number.isNaN(drift) ? Infinity : drift,
+    };
+  });
+  const retrieval =
+    retrievalAgreement(
+      { queries: groups.query.map((i) => golden.items[i]!.embedding), passages: groups.passage.map((i) => golden.items[i]!.embedding) },
+      { queries: groups.query.map((i) => embeddings[i]!), passages: groups.passage.map((i) => embeddings[i]!) },
+    ) ?? null;
+  let fp16Range: Fp16RangeResult | null = null;
+  if (options.probeFp16) {
+    const order = golden.items.map((_, i) => i);
+    const batches: number[][][] = [];
+    for (let i = 0; i < order.length; i += 8) batches.push(order.slice(i, i + 8).map((k) => inputIds[k]!));
+    fp16Range = await options.probeFp16(batches);
+  }
+  const tol = options.tolerance;
+  const batchDrift = items.reduce((m, i) => Math.max(m, i.batch_drift), 0);
+  const failures: string[] = [];
+  if (summary.non_finite) failures.push(`${summary.non_finite} items have NaN/Inf values`);
+  if (!(summary.min_cosine >= tol.min_cosine)) failures.push(`min cosine ${fmt(summary.min_cosine)} < ${tol.min_cosine}`);
+  if (!(summary.mean_cosine >= tol.mean_cosine)) failures.push(`mean cosine ${fmt(summary.mean_cosine)} < ${tol.mean_cosine}`);
+  if (!(batchDrift <= tol.batch_drift)) failures.push(`batch drift ${batchDrift.toExponential(2)} > ${tol.batch_drift} (a vector changes with its batch)`);
+  if (fp16Range?.overflowing.length) {
+    failures.push(`${fp16Range.overflowing.length} of ${fp16Range.probed} FP16 tensors exceed 65504 (they overflow wherever FP16 is computed, e.g. TensorRT or CUDA)`);
+  }
+  if (retrieval && !(retrieval.topk_agreement >= tol.topk_agreement)) {
+    failures.push(`top-${retrieval.k} agreement ${retrieval.topk_agreement.toFixed(3)} < ${tol.topk_agreement}`);
+  }
+  const pass = failures.length === 0;
+
+  let diagnoses: Diagnosis[] = [];
+  if (!pass) {
+    const failing = items.filter((i) => !(i.cosine >= tol.min_cosine)).map((i) => i.index);
+    diagnoses = await diagnose({
+      golden,
+      candidate,
+      embeddings,
+      inputIds,
+      failing,
+      minCosine: tol.min_cosine,
+      maxLength: candidate.spec.maxLength,
+      instruction: candidate.spec.queryInstruction,
+      fp16Range,
+    });
+    if (!(batchDrift <= tol.batch_drift)) {
+      const moved = items.filter((i) => !(i.batch_drift <= tol.batch_drift)).map((i) => i.index);
+      diagnoses.push({
+        code: "batch-dependence",
+        items: moved,
+        message: `${moved.length} vectors change when the text is embedded alone instead of in a padded batch (largest drift ${batchDrift.toExponential(2)}): padded tokens leak into attention or pooling — check the attention mask and mean pooling's mask`,
+      });
+    }
+  }
+
+  return {
+    pass,
+    tolerance: tol,
+    tolerance_notes: options.toleranceNotes,
+    candidate: { path: options.candidatePath, precision: candidate.precision, backend: options.backend },
+    golden: { path: options.goldenPath, model_id: golden.model.id, items: n, producer: `${golden.producer.name} ${golden.producer.version}` },
+    settings: { max_length: candidate.spec.maxLength, query_instruction: candidate.spec.queryInstruction ?? null, batch_size: batchSize },
+    summary: {
+      ...summary,
+      token_mismatches: items.filter((i) => !i.tokens_match).length,
+      topk_agreement: retrieval?.topk_agreement ?? null,
+      batch_drift: batchDrift,
+    },
+    retrieval,
+    fp16_range: fp16Range,
+    failures,
+    items,
+    diagnoses,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+export function fmt(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(9) : String(x);
+}
