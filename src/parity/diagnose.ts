@@ -2,7 +2,7 @@ import type { GoldenFile } from "../artifacts/golden.js";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import type { EmbedOverrides } from "../runners/onnx-embedder.js";
 import type { TextKind } from "../runners/embedder.js";
-import { cosineSimilarity } from "./metrics.js";
+import { cosineSimilarity, relativeNormDiff } from "./metrics.js";
 import type { Fp16RangeResult } from "./fp16-range.js";
 
 export interface Diagnosis {
@@ -41,6 +41,8 @@ export interface DiagnoseInput {
   /** Golden item indices that failed the cosine gate. */
   failing: number[];
   minCosine: number;
+  /** The norm gate: an item passes only when its vector length also matches. */
+  maxNormDiff: number;
   /** Candidate settings the run used. */
   maxLength: number;
   instruction: string | undefined;
@@ -108,7 +110,7 @@ export async function diagnose(input: DiagnoseInput): Promise<Diagnosis[]> {
       const g = groups[kind];
       if (!g.length) continue;
       const res = await candidate.embedWith(g.map((i) => items[i]!.text), kind, overrides);
-      if (g.some((i, k) => !(cosineSimilarity(items[i]!.embedding, res.embeddings[k]!) >= gate))) return false;
+      if (g.some((i, k) => !(cosineSimilarity(items[i]!.embedding, res.embeddings[k]!) >= gate) || !(relativeNormDiff(items[i]!.embedding, res.embeddings[k]!) <= input.maxNormDiff))) return false;
     }
     return true;
   };

@@ -15,6 +15,18 @@ export function cosineSimilarity(a: ArrayLike<number>, b: ArrayLike<number>): nu
   return denom > 0 && Number.isFinite(denom) ? ab / denom : NaN;
 }
 
+/** |‖candidate‖ − ‖golden‖| / ‖golden‖; Infinity when undefined. */
+export function relativeNormDiff(golden: ArrayLike<number>, candidate: ArrayLike<number>): number {
+  let g = 0;
+  let c = 0;
+  for (let i = 0; i < golden.length; i++) {
+    g += golden[i]! * golden[i]!;
+    c += candidate[i]! * candidate[i]!;
+  }
+  const d = Math.abs(Math.sqrt(c) - Math.sqrt(g)) / Math.sqrt(g);
+  return Number.isNaN(d) ? Infinity : d;
+}
+
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) {

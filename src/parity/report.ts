@@ -25,6 +25,7 @@ export function renderText(report: VerifyReport): string {
   lines.push(`  ${pad("mean cosine", 22)} ${pad(fmt(s.mean_cosine), 14)} ≥ ${t.mean_cosine}`);
   lines.push(`  ${pad("p01 cosine", 22)} ${pad(fmt(s.p01_cosine), 14)}`);
   lines.push(`  ${pad("max abs diff", 22)} ${pad(s.max_abs_diff.toExponential(2), 14)}`);
+  lines.push(`  ${pad("max norm diff", 22)} ${pad(s.max_norm_diff.toExponential(2), 14)} ≤ ${t.norm}`);
   lines.push(`  ${pad("non-finite items", 22)} ${pad(String(s.non_finite), 14)} = 0`);
   lines.push(`  ${pad("token mismatches", 22)} ${pad(String(s.token_mismatches), 14)}`);
   lines.push(`  ${pad("batch drift (1-cos)", 22)} ${pad(s.batch_drift.toExponential(2), 14)} ≤ ${t.batch_drift}`);
@@ -65,7 +66,7 @@ export function reportJson(reports: VerifyReport[]): unknown {
     retrieval: r.retrieval,
     fp16_range: r.fp16_range,
     failures: r.failures,
-    items: r.items.map((i) => ({ index: i.index, kind: i.kind, cosine: i.cosine, max_abs_diff: finite(i.max_abs_diff), tokens_match: i.tokens_match, batch_drift: finite(i.batch_drift) })),
+    items: r.items.map((i) => ({ index: i.index, kind: i.kind, cosine: i.cosine, max_abs_diff: finite(i.max_abs_diff), tokens_match: i.tokens_match, batch_drift: finite(i.batch_drift), norm_diff: finite(i.norm_diff) })),
     diagnoses: r.diagnoses,
     seconds: r.seconds,
   });

@@ -1,7 +1,7 @@
 import type { GoldenFile } from "../artifacts/golden.js";
 import type { TextKind } from "../runners/embedder.js";
 import { diagnose, type DiagnosableCandidate, type Diagnosis } from "./diagnose.js";
-import { compareEmbeddings, cosineSimilarity, type ComparisonSummary } from "./metrics.js";
+import { compareEmbeddings, cosineSimilarity, relativeNormDiff, type ComparisonSummary } from "./metrics.js";
 import { retrievalAgreement, type RetrievalAgreement } from "./retrieval.js";
 import type { Tolerance } from "./tolerances.js";
 import type { Fp16RangeResult } from "./fp16-range.js";
@@ -14,6 +14,8 @@ export interface VerifyItem {
   max_abs_diff: number;
   tokens_match: boolean;
   batch_drift: number;
+  /** |‖candidate‖ − ‖golden‖| / ‖golden‖ */
+  norm_diff: number;
 }
 
 export interface VerifyReport {
@@ -23,7 +25,7 @@ export interface VerifyReport {
   candidate: { path: string; precision: string; backend: string };
   golden: { path: string; model_id: string; items: number; producer: string };
   settings: { max_length: number; query_instruction: string | null; batch_size: number };
-  summary: ComparisonSummary & { token_mismatches: number; topk_agreement: number | null; batch_drift: number };
+  summary: ComparisonSummary & { token_mismatches: number; topk_agreement: number | null; batch_drift: number; max_norm_diff: number };
   retrieval: RetrievalAgreement | null;
   /** FP16 candidates: tensors that cannot be held in FP16 (see probeFp16Range). */
   fp16_range: Fp16RangeResult | null;
@@ -101,6 +103,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
       max_abs_diff: c.max_abs_diff,
       tokens_match: ids.length === it.input_ids.length && ids.every((x, j) => x === it.input_ids[j]),
       batch_drift: Number.isNaN(drift) ? Infinity : drift,
+      norm_diff: relativeNormDiff(it.embedding, embeddings[c.index]!),
     };
   });
   const retrieval =
@@ -121,6 +124,8 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
   if (summary.non_finite) failures.push(`${summary.non_finite} items have NaN/Inf values`);
   if (!(summary.min_cosine >= tol.min_cosine)) failures.push(`min cosine ${fmt(summary.min_cosine)} < ${tol.min_cosine}`);
   if (!(summary.mean_cosine >= tol.mean_cosine)) failures.push(`mean cosine ${fmt(summary.mean_cosine)} < ${tol.mean_cosine}`);
+  const maxNormDiff = items.reduce((m, i) => Math.max(m, i.norm_diff), 0);
+  if (!(maxNormDiff <= tol.norm)) failures.push(`vector lengths differ by up to ${(maxNormDiff * 100).toPrecision(3)}% > ${tol.norm * 100}%`);
   if (!(batchDrift <= tol.batch_drift)) failures.push(`batch drift ${batchDrift.toExponential(2)} > ${tol.batch_drift} (a vector changes with its batch)`);
   if (fp16Range?.overflowing.length) {
     failures.push(`${fp16Range.overflowing.length} of ${fp16Range.probed} FP16 tensors exceed 65504 (they overflow wherever FP16 is computed, e.g. TensorRT or CUDA)`);
@@ -132,7 +137,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
 
   let diagnoses: Diagnosis[] = [];
   if (!pass) {
-    const failing = items.filter((i) => !(i.cosine >= tol.min_cosine)).map((i) => i.index);
+    const failing = items.filter((i) => !(i.cosine >= tol.min_cosine) || !(i.norm_diff <= tol.norm)).map((i) => i.index);
     diagnoses = await diagnose({
       golden,
       candidate,
@@ -140,6 +145,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
       inputIds,
       failing,
       minCosine: tol.min_cosine,
+      maxNormDiff: tol.norm,
       maxLength: candidate.spec.maxLength,
       instruction: candidate.spec.queryInstruction,
       fp16Range,
@@ -150,6 +156,12 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
         code: "batch-dependence",
         items: moved,
         message: `${moved.length} vectors change when the text is embedded alone instead of in a padded batch (largest drift ${batchDrift.toExponential(2)}): padded tokens leak into attention or pooling — check the attention mask and mean pooling's mask`,
+      });
+    }
+    if (!diagnoses.length) {
+      diagnoses.push({
+        code: "unexplained",
+        message: `every vector passes on its own but ${failures.join("; ")}: no known cause explains it`,
       });
     }
   }
@@ -166,6 +178,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
       token_mismatches: items.filter((i) => !i.tokens_match).length,
       topk_agreement: retrieval?.topk_agreement ?? null,
       batch_drift: batchDrift,
+      max_norm_diff: maxNormDiff,
     },
     retrieval,
     fp16_range: fp16Range,

@@ -1,0 +1,241 @@
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { readGolden, writeGolden, type GoldenFile } from "../src/artifacts/golden.js";
+import { readManifest } from "../src/artifacts/manifest.js";
+import { readModelSpec } from "../src/checkpoint/model-spec.js";
+import { ModelProto } from "../src/onnx/proto.js";
+import { ReferenceEmbedder } from "../src/reference/reference-embedder.js";
+import { REPO_ROOT } from "./helpers/paths.js";
+import { runBge, type BgeRun } from "./helpers/run-bge.js";
+import { tempDir } from "./helpers/tmp.js";
+
+const PASSAGES = join(REPO_ROOT, "golden", "texts", "verify-passages.txt");
+const QUERIES = join(REPO_ROOT, "golden", "texts", "verify-queries.txt");
+
+let root: string;
+let model: string;
+let golden: string;
+let artifact: string;
+
+async function bge(...args: string[]): Promise<BgeRun> {
+  return runBge(args);
+}
+
+async function ok(...args: string[]): Promise<BgeRun> {
+  const r = await runBge(args);
+  if (r.code !== 0) throw new Error(`bge ${args.join(" ")} → ${r.code}\n${r.stderr}`);
+  return r;
+}
+
+/** `verify --json` output as an object, whatever the exit code. */
+function report(r: BgeRun): { pass: boolean; failures: string[]; diagnoses: { code: string; message: string }[]; summary: Record<string, number> } & Record<string, unknown> {
+  return JSON.parse(r.stdout);
+}
+
+beforeAll(async () => {
+  root = await tempDir("bge-verify-");
+  model = join(root, "tiny");
+  golden = join(root, "golden.json");
+  artifact = join(root, "tiny-onnx");
+  await ok("fixture", model, "--seed", "31");
+  await ok("golden", model, "--texts", PASSAGES, "--queries", QUERIES, "-o", golden, "-q");
+  await ok("export", model, "-o", artifact, "-q");
+}, 120_000);
+
+describe("bge verify: passing", () => {
+  it("passes fp32 and fp16 of a tiny BERT against a 240-item golden, with reports", async () => {
+    const junit = join(root, "pass.xml");
+    const json = join(root, "pass.json");
+    const r = await bge("verify", artifact, "--golden", golden, "--junit", junit, "--report", json);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^PASS .*model\.fp32\.onnx \(fp32/m);
+    expect(r.stdout).toMatch(/^PASS .*model\.fp16\.onnx \(fp16/m);
+    expect(r.stdout).toMatch(/top-10 agreement\s+1\.0000/);
+    const rep = JSON.parse(await readFile(json, "utf8"));
+    expect(rep.pass).toBe(true);
+    const [fp32, fp16] = rep.artifacts;
+    expect(fp32.summary.n).toBe(240);
+    expect(fp32.summary.min_cosine).toBeGreaterThanOrEqual(0.99999);
+    expect(fp32.summary.token_mismatches).toBe(0);
+    expect(fp32.summary.topk_agreement).toBe(1);
+    expect(fp32.items[0]).toEqual(expect.objectContaining({ index: 0, tokens_match: true }));
+    expect(Object.keys(fp32.summary).sort()).toEqual(["batch_drift", "max_abs_diff", "max_norm_diff", "mean_cosine", "min_cosine", "n", "non_finite", "p01_cosine", "token_mismatches", "topk_agreement"]);
+    expect(fp16.fp16_range.overflowing).toEqual([]);
+    expect(fp16.fp16_range.probed).toBeGreaterThan(40);
+    const xml = await readFile(junit, "utf8");
+    expect(xml.match(/<testcase /g)).toHaveLength(2);
+    expect(xml).not.toContain("<failure");
+    const m = await readManifest(artifact);
+    expect(m.parity["model.fp32.onnx"]).toMatchObject({ pass: true, tolerance: 0.99999 });
+    expect(m.parity["model.fp16.onnx"]).toMatchObject({ pass: true, tolerance: 0.999 });
+  });
+
+  it("passes an XLM-R fixture too", async () => {
+    const m3 = join(root, "m3");
+    await ok("fixture", m3, "--arch", "xlm-roberta", "--seed", "32");
+    const g = join(root, "m3-golden.json");
+    await ok("golden", m3, "--texts", PASSAGES, "--queries", QUERIES, "-o", g, "-q");
+    await ok("export", m3, "-o", join(root, "m3-onnx"), "-q");
+    const r = await bge("verify", join(root, "m3-onnx"), "--golden", g, "--json", "-q");
+    expect(r.code).toBe(0);
+    expect(report(r).pass).toBe(true);
+  });
+});
+
+describe("bge verify: failing with the right diagnosis (exit 1)", () => {
+  async function failing(candidate: string, g: string, ...extra: string[]) {
+    const r = await bge("verify", candidate, "--golden", g, "--json", "-q", ...extra);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^bge: parity failed/m);
+    const rep = report(r);
+    expect(rep.pass).toBe(false);
+    return rep;
+  }
+
+  it("an export with --pooling mean", async () => {
+    const out = join(root, "mean-onnx");
+    await ok("export", model, "-o", out, "--pooling", "mean", "--precision", "fp32", "-q");
+    const rep = await failing(out, golden);
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["pooling"]);
+    expect(rep.diagnoses[0]!.message).toMatch(/pools mean but the golden was pooled cls/);
+  });
+
+  it("an export without normalisation", async () => {
+    const out = join(root, "nonorm-onnx");
+    await ok("export", model, "-o", out, "--no-normalize", "--precision", "fp32", "-q");
+    const rep = await failing(out, golden);
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["normalization"]);
+    expect(rep.diagnoses[0]!.message).toMatch(/not L2-normalised/);
+  });
+
+  it("a golden made with the instruction, verified without it", async () => {
+    const rep = await failing(artifact, golden, "--no-instruction", "--precision", "fp32");
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["instruction"]);
+    expect(rep.diagnoses[0]!.message).toMatch(/carry the instruction "为这个句子生成表示以用于检索相关文章：" but the candidate run had none/);
+  });
+
+  it("a golden truncated at 128 against a candidate at 512", async () => {
+    const longTexts = join(root, "long.txt");
+    const long = ["北京是中国的首都。".repeat(30), "Hello world, this is long. ".repeat(40), "短文本"];
+    await writeFile(longTexts, long.join("\n") + "\n");
+    const g128 = join(root, "golden-128.json");
+    await ok("golden", model, "--texts", longTexts, "--max-length", "128", "-o", g128, "-q");
+    const rep = await failing(artifact, g128, "--precision", "fp32");
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["truncation"]);
+    expect(rep.diagnoses[0]!.message).toMatch(/golden truncates at 128 tokens but the candidate at 512/);
+  });
+
+  it("a golden made from lowercased text (sentence-transformers) against FlagModel's cased tokenisation", async () => {
+    const texts = ["Hello World", "BGE Models Are Great", "北京 Beijing", "TensorRT ENGINE"];
+    const spec = await readModelSpec(model);
+    const ref = await (await ReferenceEmbedder.load(spec)).embed(texts.map((t) => t.toLowerCase()), "passage");
+    const base = await readGolden(golden);
+    const lower: GoldenFile = { ...base, items: texts.map((text, i) => ({ text, kind: "passage", input_ids: ref.inputIds[i]!, embedding: Array.from(ref.embeddings[i]!) })) };
+    const g = join(root, "golden-lower.json");
+    await writeGolden(g, lower);
+    const rep = await failing(artifact, g, "--precision", "fp32");
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["lowercasing"]);
+    expect(rep.summary.token_mismatches).toBe(4);
+  });
+
+  it("the fp16 graph of an --outliers fixture, which overflows", async () => {
+    const out = join(root, "outliers");
+    await ok("fixture", out, "--outliers", "--seed", "31");
+    const g = join(root, "golden-outliers.json");
+    await ok("golden", out, "--texts", PASSAGES, "-o", g, "-q");
+    await ok("export", out, "-o", join(root, "outliers-onnx"), "-q");
+    const r = await bge("verify", join(root, "outliers-onnx"), "--golden", g, "--json", "-q");
+    expect(r.code).toBe(1);
+    const [fp32, fp16] = (JSON.parse(r.stdout) as { artifacts: ReturnType<typeof report>[] }).artifacts;
+    expect(fp32!.pass).toBe(true); // the float32 graph of the same model is faithful
+    expect(fp16!.pass).toBe(false);
+    expect(fp16!.diagnoses.map((d) => d.code)).toEqual(["fp16-overflow"]);
+    expect(fp16!.diagnoses[0]!.message).toMatch(/\/encoder\/layer\.0\/intermediate\/dense\/Gemm_output_0 on \d+ of 200 texts/);
+  });
+
+  it("a candidate with one corrupted weight tensor: no diagnosis fits, and it still fails", async () => {
+    // A hand-converted model: the exported fp32 graph with one weight scaled, as a bare .onnx beside the tokenizer.
+    const dir = join(root, "corrupt");
+    await mkdir(dir);
+    for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json", "modules.json"]) await copyFile(join(artifact, f), join(dir, f));
+    await mkdir(join(dir, "1_Pooling"));
+    await copyFile(join(artifact, "1_Pooling", "config.json"), join(dir, "1_Pooling", "config.json"));
+    const m = ModelProto.decode(await readFile(join(artifact, "model.fp32.onnx"))) as unknown as { graph: { initializer: { name: string; rawData: Uint8Array }[] } };
+    const t = m.graph.initializer.find((i) => i.name === "encoder.layer.1.attention.output.dense.weight")!;
+    const w = new Float32Array(t.rawData.buffer.slice(t.rawData.byteOffset, t.rawData.byteOffset + t.rawData.byteLength));
+    for (let i = 0; i < w.length; i += 3) w[i] = -w[i]! * 4;
+    t.rawData = new Uint8Array(w.buffer);
+    await writeFile(join(dir, "model.onnx"), ModelProto.encode(m as never).finish());
+    const rep = await failing(join(dir, "model.onnx"), golden, "--model-id", "bge-fixture/bge-tiny-zh");
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["unexplained"]);
+    expect(rep.diagnoses[0]!.message).toMatch(/no known cause explains the failure/);
+  });
+
+  it("a candidate that lets padding into attention: the batch-invariance gate says no", async () => {
+    const dir = join(root, "leaky");
+    const m = ModelProto.decode(await readFile(join(artifact, "model.fp32.onnx"))) as unknown as { graph: { initializer: { name: string; rawData: Uint8Array }[] } };
+    m.graph.initializer.find((i) => i.name === "/attention_mask/min")!.rawData = new Uint8Array(new Float32Array([0]).buffer);
+    await mkdir(dir);
+    for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"]) await copyFile(join(artifact, f), join(dir, f));
+    await writeFile(join(dir, "model.onnx"), ModelProto.encode(m as never).finish());
+    const rep = await failing(join(dir, "model.onnx"), golden, "--model-id", "bge-fixture/bge-tiny-zh");
+    expect(rep.failures.some((f) => /batch drift/.test(f))).toBe(true);
+    expect(rep.diagnoses.map((d) => d.code)).toContain("batch-dependence");
+  });
+
+  it("writes JUnit failures with the gate and the diagnosis", async () => {
+    const junit = join(root, "fail.xml");
+    const r = await bge("verify", artifact, "--golden", golden, "--no-instruction", "--junit", junit, "-q");
+    expect(r.code).toBe(1);
+    const xml = await readFile(junit, "utf8");
+    expect(xml).toMatch(/<testsuites name="bge verify" tests="2" failures="2"/);
+    expect(xml).toMatch(/<failure message="min cosine [0-9.]+ &lt; 0\.99999/);
+    expect(xml).toContain("[instruction]");
+  });
+});
+
+describe("bge verify: bad goldens and mismatches (exit 2, one line)", () => {
+  async function refused(g: string, pattern: RegExp, candidate = artifact) {
+    const r = await bge("verify", candidate, "--golden", g);
+    expect(r.code).toBe(2);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(pattern);
+  }
+  const write = async (name: string, content: string) => {
+    const p = join(root, name);
+    await writeFile(p, content);
+    return p;
+  };
+
+  it("invalid JSON, a wrong format tag, NaN inside, no items", async () => {
+    const base = JSON.parse(await readFile(golden, "utf8"));
+    await refused(await write("bad1.json", "{ not json"), /golden file is not valid JSON/);
+    await refused(await write("bad2.json", JSON.stringify({ ...base, format: "bge-golden/0" })), /format is "bge-golden\/0", expected "bge-golden\/1"/);
+    const nan = JSON.stringify(base).replace(/"embedding":\[([-0-9.e]+),/, '"embedding":[NaN,');
+    await refused(await write("bad3.json", nan), /not valid JSON/);
+    const nul = structuredClone(base);
+    nul.items[3].embedding[5] = null;
+    await refused(await write("bad4.json", JSON.stringify(nul)), /item 3 embedding\[5\] is not a finite number/);
+    await refused(await write("bad5.json", JSON.stringify({ ...base, items: [] })), /items must be a non-empty array/);
+  });
+
+  it("a golden of another dimension, model or checkpoint, naming both values", async () => {
+    const base = JSON.parse(await readFile(golden, "utf8"));
+    const dim = structuredClone(base);
+    for (const it of dim.items) it.embedding = it.embedding.slice(0, 16);
+    await refused(await write("dim.json", JSON.stringify(dim)), /has dimension 16 but .* produces 32/);
+    await refused(await write("id.json", JSON.stringify({ ...base, model: { ...base.model, id: "BAAI/bge-small-en-v1.5" } })), /is for model BAAI\/bge-small-en-v1\.5 but .* is bge-fixture\/bge-tiny-zh/);
+    const other = "0".repeat(64);
+    await refused(await write("sha.json", JSON.stringify({ ...base, model: { ...base.model, weights_sha256: other } })), new RegExp(`made from weights ${other} but .* exported from weights [0-9a-f]{64}`));
+    expect(existsSync(join(root, "nothing"))).toBe(false);
+  });
+
+  it("a folder that is a checkpoint, not an artifact", async () => {
+    const r = await bge("verify", model, "--golden", golden);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/without manifest\.json: verify takes an artifact folder/);
+  });
+});
