@@ -1,42 +1,39 @@
 #!/usr/bin/env node
-// The bundled default, end to end on this machine: a bge-small-zh-v1.5-shaped checkpoint (seeded
-// weights; the real tokenizer when ../shared/fixtures is present), a float64 reference golden of the
-// bundled texts, and a query ranked against the passages — every step through the real `bge` CLI.
+// The bundled default, end to end on this machine, every step through the real `bge` CLI:
+// a bge-small-zh-v1.5-shaped checkpoint (seeded weights; the real tokenizer when ../shared/fixtures
+// is present) → a float64 reference golden → native ONNX export (fp32, fp16) → the parity gate.
+// Then the same gate on a wrong conversion (mean pooling), to show what a failure looks like.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const work = join(root, ".demo");
 const model = join(work, "bge-small-zh-v1.5");
+const artifact = join(work, "bge-small-zh-v1.5-onnx");
+const golden = join(work, "golden.json");
 const realTokenizer = resolve(root, "..", "shared", "fixtures", "tokenizers", "bge-small-zh-v1.5");
 mkdirSync(work, { recursive: true });
 
-function bge(args, { capture = false } = {}) {
-  console.error(`\n$ bge ${args.join(" ")}`);
-  const r = spawnSync(process.execPath, [join(root, "bin", "bge.js"), ...args], { stdio: ["ignore", capture ? "pipe" : "inherit", "inherit"], encoding: "utf8" });
-  if (r.status !== 0) process.exit(r.status ?? 1);
-  return r.stdout;
+function bge(args, { expect = 0 } = {}) {
+  console.log(`\n$ bge ${args.map((a) => (a.startsWith(root) ? a.slice(root.length + 1) : a)).join(" ")}`);
+  const r = spawnSync(process.execPath, [join(root, "bin", "bge.js"), ...args], { stdio: "inherit" });
+  if (r.status !== expect) {
+    console.error(`demo: bge ${args[0]} exited ${r.status}, expected ${expect}`);
+    process.exit(r.status || 1);
+  }
 }
 
 const fixtureArgs = ["fixture", model, "--shape", "bge-small-zh-v1.5", "--seed", "42", "--force"];
 if (existsSync(join(realTokenizer, "tokenizer.json"))) fixtureArgs.push("--tokenizer", realTokenizer);
-else console.error(`(real tokenizer not found at ${realTokenizer}: using a generated one)`);
+else console.log(`(real tokenizer not found at ${realTokenizer}: using a generated one)`);
 bge(fixtureArgs);
+bge(["golden", model, "--texts", join(root, "golden", "texts", "demo-passages.txt"), "--queries", join(root, "golden", "texts", "demo-queries.txt"), "-o", golden]);
+bge(["export", model, "-o", artifact, "--precision", "fp32,fp16"]);
+bge(["verify", artifact, "--golden", golden, "--junit", join(work, "parity.xml")]);
 
-const passages = join(root, "golden", "texts", "demo-passages.txt");
-const queries = join(root, "golden", "texts", "demo-queries.txt");
-bge(["golden", model, "--texts", passages, "--queries", queries, "-o", join(work, "golden.json")]);
-
-const query = readFileSync(queries, "utf8").split("\n")[0];
-const q = JSON.parse(bge(["embed", model, query, "--query", "--json", "--quiet"], { capture: true })).embeddings[0];
-const golden = JSON.parse(readFileSync(join(work, "golden.json"), "utf8"));
-const ranked = golden.items
-  .filter((it) => it.kind === "passage")
-  .map((it) => ({ text: it.text, score: it.embedding.reduce((s, x, i) => s + x * q[i], 0) }))
-  .sort((a, b) => b.score - a.score);
-console.log(`\nquery (with the zh instruction): ${query}`);
-console.log("passages by cosine (synthetic weights: the ranking shows the plumbing, not meaning):");
-for (const r of ranked) console.log(`  ${r.score.toFixed(4)}  ${r.text}`);
-console.log(`\ngolden file: ${join(work, "golden.json")} (${golden.items.length} items, dim ${q.length})`);
+console.log("\n# A hand-converted model that pools mean instead of CLS — the gate says no and says why:");
+bge(["export", model, "-o", join(work, "wrong-pooling-onnx"), "--precision", "fp32", "--pooling", "mean", "--quiet"]);
+bge(["verify", join(work, "wrong-pooling-onnx"), "--golden", golden, "--quiet"], { expect: 1 });
+console.log(`\ndemo done: artifacts and reports in ${work}`);

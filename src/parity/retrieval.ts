@@ -68,7 +68,8 @@ export function retrievalAgreement(
   k = 10,
 ): RetrievalAgreement | undefined {
   if (!golden.queries.length || golden.passages.length < 2) return undefined;
-  const kk = Math.min(k, golden.passages.length);
+  // A top-k that spans most of the passages says nothing: keep k at most half of them.
+  const kk = Math.max(1, Math.min(k, Math.floor(golden.passages.length / 2)));
   const g = scores(golden.queries, golden.passages);
   const c = scores(candidate.queries, candidate.passages);
   const overlaps = g.map((row, q) => {
