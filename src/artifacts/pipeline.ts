@@ -14,7 +14,7 @@ export interface Pipeline {
   verification?: { texts: string; queries?: string };
 }
 
-const TOLERANCE_KEYS = ["min_cosine", "mean_cosine", "batch_drift", "topk_agreement", "norm"];
+const TOLERANCE_KEYS = ["min_cosine", "mean_cosine", "batch_drift", "topk_agreement", "norm", "token_mismatches"];
 
 export async function readPipeline(path: string): Promise<Pipeline> {
   let raw: unknown;

@@ -110,7 +110,11 @@ export async function diagnose(input: DiagnoseInput): Promise<Diagnosis[]> {
       const g = groups[kind];
       if (!g.length) continue;
       const res = await candidate.embedWith(g.map((i) => items[i]!.text), kind, overrides);
-      if (g.some((i, k) => !(cosineSimilarity(items[i]!.embedding, res.embeddings[k]!) >= gate) || !(relativeNormDiff(items[i]!.embedding, res.embeddings[k]!) <= input.maxNormDiff))) return false;
+      const passes = (i: number, k: number) =>
+        cosineSimilarity(items[i]!.embedding, res.embeddings[k]!) >= gate &&
+        relativeNormDiff(items[i]!.embedding, res.embeddings[k]!) <= input.maxNormDiff &&
+        sameIds(items[i]!.input_ids, res.inputIds[k]!);
+      if (!g.every(passes)) return false;
     }
     return true;
   };

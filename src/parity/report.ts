@@ -27,7 +27,7 @@ export function renderText(report: VerifyReport): string {
   lines.push(`  ${pad("max abs diff", 22)} ${pad(s.max_abs_diff.toExponential(2), 14)}`);
   lines.push(`  ${pad("max norm diff", 22)} ${pad(s.max_norm_diff.toExponential(2), 14)} ≤ ${t.norm}`);
   lines.push(`  ${pad("non-finite items", 22)} ${pad(String(s.non_finite), 14)} = 0`);
-  lines.push(`  ${pad("token mismatches", 22)} ${pad(String(s.token_mismatches), 14)}`);
+  lines.push(`  ${pad("token mismatches", 22)} ${pad(String(s.token_mismatches), 14)} ≤ ${t.token_mismatches}`);
   lines.push(`  ${pad("batch drift (1-cos)", 22)} ${pad(s.batch_drift.toExponential(2), 14)} ≤ ${t.batch_drift}`);
   if (report.retrieval) {
     const r = report.retrieval;

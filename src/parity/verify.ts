@@ -124,6 +124,8 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
   if (summary.non_finite) failures.push(`${summary.non_finite} items have NaN/Inf values`);
   if (!(summary.min_cosine >= tol.min_cosine)) failures.push(`min cosine ${fmt(summary.min_cosine)} < ${tol.min_cosine}`);
   if (!(summary.mean_cosine >= tol.mean_cosine)) failures.push(`mean cosine ${fmt(summary.mean_cosine)} < ${tol.mean_cosine}`);
+  const tokenMismatches = items.filter((i) => !i.tokens_match).length;
+  if (tokenMismatches > tol.token_mismatches) failures.push(`${tokenMismatches} texts tokenise differently from the golden's input_ids`);
   const maxNormDiff = items.reduce((m, i) => Math.max(m, i.norm_diff), 0);
   if (!(maxNormDiff <= tol.norm)) failures.push(`vector lengths differ by up to ${(maxNormDiff * 100).toPrecision(3)}% > ${tol.norm * 100}%`);
   if (!(batchDrift <= tol.batch_drift)) failures.push(`batch drift ${batchDrift.toExponential(2)} > ${tol.batch_drift} (a vector changes with its batch)`);
@@ -137,7 +139,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
 
   let diagnoses: Diagnosis[] = [];
   if (!pass) {
-    const failing = items.filter((i) => !(i.cosine >= tol.min_cosine) || !(i.norm_diff <= tol.norm)).map((i) => i.index);
+    const failing = items.filter((i) => !(i.cosine >= tol.min_cosine) || !(i.norm_diff <= tol.norm) || !i.tokens_match).map((i) => i.index);
     diagnoses = await diagnose({
       golden,
       candidate,
@@ -175,7 +177,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
     settings: { max_length: candidate.spec.maxLength, query_instruction: candidate.spec.queryInstruction ?? null, batch_size: batchSize },
     summary: {
       ...summary,
-      token_mismatches: items.filter((i) => !i.tokens_match).length,
+      token_mismatches: tokenMismatches,
       topk_agreement: retrieval?.topk_agreement ?? null,
       batch_drift: batchDrift,
       max_norm_diff: maxNormDiff,
