@@ -20,6 +20,15 @@ interface NodeLike {
   attribute?: { name?: string; i?: number | { toNumber(): number }; t?: { dataType?: number } }[];
 }
 
+/**
+ * Operators whose output cannot leave the range of their FP16 input (data movement) or is bounded
+ * by construction (Erf, Softmax, Sigmoid, Tanh): their outputs need no probe, their inputs have one.
+ */
+const RANGE_PRESERVING = new Set(["Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Slice", "Gather", "Split", "Expand", "Erf", "Softmax", "Sigmoid", "Tanh", "Relu"]);
+/** Outputs within [-1, 1], and casts or moves of them (Softmax probabilities cast back to FP16). */
+const BOUNDED = new Set(["Erf", "Softmax", "Sigmoid", "Tanh"]);
+const MOVES = new Set(["Cast", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather"]);
+
 const BOOL_OPS = new Set(["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf"]);
 const INT64_OPS = new Set(["Shape", "Size", "NonZero", "ArgMax", "ArgMin"]);
 
@@ -70,7 +79,14 @@ export async function probeFp16Range(
   const types = inferElementTypes(model.graph as never);
   const existing = new Set(model.graph.output.map((o) => o.name));
   const initializers = new Set((model.graph.initializer ?? []).map((t) => t.name));
-  const probes = [...types].filter(([name, t]) => t === OnnxType.FLOAT16 && !existing.has(name) && !initializers.has(name)).map(([name]) => name);
+  const safe = new Set((model.graph.node ?? []).filter((n) => RANGE_PRESERVING.has(n.opType ?? "")).flatMap((n) => n.output ?? []));
+  const bounded = new Set<string>();
+  for (const n of model.graph.node ?? []) {
+    const op = n.opType ?? "";
+    if (BOUNDED.has(op) || (MOVES.has(op) && bounded.has(n.input?.[0] ?? ""))) for (const o of n.output ?? []) bounded.add(o);
+  }
+  for (const b of bounded) safe.add(b);
+  const probes = [...types].filter(([name, t]) => t === OnnxType.FLOAT16 && !existing.has(name) && !initializers.has(name) && !safe.has(name)).map(([name]) => name);
   if (!probes.length) return { probed: 0, texts: 0, overflowing: [] };
   const graph = model.graph as unknown as { output: unknown[] };
   graph.output = [...model.graph.output, ...probes.map((name) => ({ name, type: { tensorType: { elemType: OnnxType.FLOAT16 } } }))];
@@ -86,17 +102,14 @@ export async function probeFp16Range(
       for (const name of probes) {
         const t = out[name]!;
         const data = t.data as Uint16Array;
+        // Two halves per 32-bit word: 4 bytes per step instead of 2.
+        const words = data.byteOffset % 4 === 0 ? new Uint32Array(data.buffer, data.byteOffset, data.length >> 1) : undefined;
         // FP16 ±inf and NaN have all exponent bits set. A leading axis of batch or batch·sequence
         // (bge's flat [B·S, H] activations) is laid out text by text, so texts are counted apart.
         const split = batch > 0 && Number(t.dims[0]) % batch === 0 ? batch : 1;
         const perText = data.length / split;
         for (let b = 0; b < split; b++) {
-          for (let i = b * perText; i < (b + 1) * perText; i++) {
-            if ((data[i]! & 0x7c00) === 0x7c00) {
-              counts.set(name, (counts.get(name) ?? 0) + 1);
-              break;
-            }
-          }
+          if (textOverflows(data, words, b * perText, (b + 1) * perText)) counts.set(name, (counts.get(name) ?? 0) + 1);
         }
       }
     }
@@ -105,4 +118,21 @@ export async function probeFp16Range(
   }
   const overflowing = [...counts].map(([tensor, texts]) => ({ tensor, texts })).sort((a, b) => b.texts - a.texts);
   return { probed: probes.length, texts, overflowing };
+}
+
+/**
+ * Whether FP16 values [from, to) hold an inf or NaN (all exponent bits set). Two halves per 32-bit
+ * word, branch-free: adding 0x0400 to an exponent field of 0x7c00 (all ones) carries into the half's
+ * top bit, and only then; the low half's carry cannot reach the high half.
+ */
+export function textOverflows(data: Uint16Array, words: Uint32Array | undefined, from: number, to: number): boolean {
+  let i = from;
+  let acc = 0;
+  if (words && from % 2 === 0) {
+    const end = to >> 1;
+    for (let w = from >> 1; w < end; w++) acc |= (words[w]! & 0x7c007c00) + 0x04000400;
+    i = end << 1;
+  }
+  for (; i < to; i++) acc |= (data[i]! & 0x7c00) + 0x0400;
+  return (acc & 0x80008000) !== 0;
 }

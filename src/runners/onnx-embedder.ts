@@ -127,7 +127,9 @@ export class OnnxEmbedder implements Embedder {
     if (!useGraph && !this.hiddenOutput) throw new UsageError(`${this.modelPath} has no hidden-state output to pool ${pooling}`);
     const transform = options.transform ?? ((t: string) => t);
     const H = this.dimension;
-    const inputIds = texts.map((t) => this.tokenizer.encode(applyInstruction(transform(t), queryInstruction, kind), maxLength));
+    const inputIds = this.cachedIds(texts, `${kind}\u0000${maxLength}\u0000${queryInstruction ?? ""}`, options.transform, () =>
+      texts.map((t) => this.tokenizer.encode(applyInstruction(transform(t), queryInstruction, kind), maxLength)),
+    );
     const order = inputIds.map((_, i) => i).sort((a, b) => inputIds[b]!.length - inputIds[a]!.length || a - b);
     const embeddings = new Array<Float64Array>(texts.length);
     let done = 0;
@@ -152,6 +154,18 @@ export class OnnxEmbedder implements Embedder {
       options.onProgress?.(done, texts.length);
     }
     return { embeddings, inputIds };
+  }
+
+  /** Token ids of a texts array already tokenised with the same settings (verify runs each list twice). */
+  private readonly idCache = new WeakMap<readonly string[], Map<string, number[][]>>();
+
+  private cachedIds(texts: readonly string[], key: string, transform: ((t: string) => string) | undefined, compute: () => number[][]): number[][] {
+    if (transform) return compute();
+    let byKey = this.idCache.get(texts);
+    if (!byKey) this.idCache.set(texts, (byKey = new Map()));
+    let ids = byKey.get(key);
+    if (!ids) byKey.set(key, (ids = compute()));
+    return ids;
   }
 
   /** Right-padded int64 feeds for a batch of token id lists (token_type_ids all zero where the graph takes them). */
