@@ -63,7 +63,7 @@ describe("bge verify: passing", () => {
     expect(fp32.items[0]).toEqual(expect.objectContaining({ index: 0, tokens_match: true }));
     expect(Object.keys(fp32.summary).sort()).toEqual(["batch_drift", "max_abs_diff", "max_norm_diff", "mean_cosine", "min_cosine", "n", "non_finite", "p01_cosine", "token_mismatches", "topk_agreement"]);
     expect(fp16.fp16_range.overflowing).toEqual([]);
-    expect(fp16.fp16_range.probed).toBeGreaterThan(40);
+    expect(fp16.fp16_range.probed).toBeGreaterThan(30);
     const xml = await readFile(junit, "utf8");
     expect(xml.match(/<testcase /g)).toHaveLength(2);
     expect(xml).not.toContain("<failure");
