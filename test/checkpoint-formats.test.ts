@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { convertFixtureToBin } from "./helpers/convert-to-bin.js";
+import { convertFixtureToBin, flipLateByte } from "./helpers/convert-to-bin.js";
 import { runBge } from "./helpers/run-bge.js";
 import { tempDir } from "./helpers/tmp.js";
 import { hostileStateDictPickle, writeTorchBinWithPickle } from "./helpers/torch-bin-writer.js";
@@ -70,12 +70,7 @@ describe("checkpoint formats through the CLI", () => {
     const dir = join(root, "crc");
     expect((await runBge(["fixture", dir])).code).toBe(0);
     await convertFixtureToBin(dir);
-    const path = join(dir, "pytorch_model.bin");
-    const bytes = await readFile(path);
-    // Flip one byte inside the last layer's weights (far from the zip's directories at the end).
-    const at = Math.floor(bytes.length * 0.8);
-    bytes[at] = bytes[at]! ^ 0xff;
-    await writeFile(path, bytes);
+    await flipLateByte(join(dir, "pytorch_model.bin"));
     const r = await runBge(["embed", dir, "hello"]);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);

@@ -214,13 +214,9 @@ describe("export refuses bad input cleanly", () => {
   it("corrupt weights found mid-export (a flipped byte in a late tensor of pytorch_model.bin): exit 2, no model, no manifest", async () => {
     const dir = join(root, "crc-export");
     await writeFixture({ dir });
-    const { convertFixtureToBin } = await import("./helpers/convert-to-bin.js");
+    const { convertFixtureToBin, flipLateByte } = await import("./helpers/convert-to-bin.js");
     await convertFixtureToBin(dir);
-    const path = join(dir, "pytorch_model.bin");
-    const bytes = await readFile(path);
-    const at = Math.floor(bytes.length * 0.8);
-    bytes[at] = bytes[at]! ^ 0xff;
-    await writeFile(path, bytes);
+    await flipLateByte(join(dir, "pytorch_model.bin"));
     const out = join(root, "crc-export-onnx");
     const r = await runBge(["export", dir, "-o", out]);
     expect(r.code).toBe(2);

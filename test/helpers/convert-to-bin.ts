@@ -15,3 +15,12 @@ export async function convertFixtureToBin(dir: string, options: { prefix?: strin
   if (!options.keepSafetensors) await rm(join(dir, "model.safetensors"));
   return tensors;
 }
+
+/** Flips one byte at 80% of a file: inside the last layers' weights of a .bin, far from the zip directories at its end. */
+export async function flipLateByte(path: string): Promise<void> {
+  const { readFile, writeFile } = await import("node:fs/promises");
+  const bytes = await readFile(path);
+  const at = Math.floor(bytes.length * 0.8);
+  bytes[at] = bytes[at]! ^ 0xff;
+  await writeFile(path, bytes);
+}
