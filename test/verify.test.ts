@@ -185,6 +185,23 @@ describe("bge verify: failing with the right diagnosis (exit 1)", () => {
     expect(rep.diagnoses.map((d) => d.code)).toContain("batch-dependence");
   });
 
+  it("a graph without token_type_ids (and so without token type embeddings)", async () => {
+    const dir = join(root, "no-types");
+    await mkdir(dir);
+    for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"]) await copyFile(join(artifact, f), join(dir, f));
+    type Node = { name: string; opType: string; input: string[] };
+    const m = ModelProto.decode(await readFile(join(artifact, "model.fp32.onnx"))) as unknown as { graph: { input: { name: string }[]; node: Node[] } };
+    m.graph.input = m.graph.input.filter((i) => i.name !== "token_type_ids");
+    m.graph.node = m.graph.node.filter((n) => n.name !== "/embeddings/token_type_embeddings/Gather");
+    const add = m.graph.node.find((n) => n.name === "/embeddings/Add_1")!;
+    add.opType = "Identity";
+    add.input = [add.input[0]!];
+    await writeFile(join(dir, "model.onnx"), ModelProto.encode(m as never).finish());
+    const rep = await failing(join(dir, "model.onnx"), golden, "--model-id", "bge-fixture/bge-tiny-zh");
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["token-type-ids"]);
+    expect(rep.diagnoses[0]!.message).toMatch(/no token_type_ids input though the model has token type embeddings/);
+  });
+
   it("writes JUnit failures with the gate and the diagnosis", async () => {
     const junit = join(root, "fail.xml");
     const r = await bge("verify", artifact, "--golden", golden, "--no-instruction", "--junit", junit, "-q");

@@ -191,8 +191,10 @@ export async function diagnose(input: DiagnoseInput): Promise<Diagnosis[]> {
 
   // 7. Missing token_type_ids.
   if (!candidate.hasTokenTypeInput && candidate.spec.config.typeVocabSize > 1) {
+    // Not testable by re-running (the graph lacks the path), but it shifts every vector: the likely cause.
     note({
       code: "token-type-ids",
+      items: failing.filter((i) => !explained.has(i)),
       message: "the graph has no token_type_ids input though the model has token type embeddings: an export that drops it skips token_type_embeddings[0] for every token (optimum #2062, llama_index #12002); export with token_type_ids",
     });
   }
