@@ -256,3 +256,34 @@ describe("bge verify: bad goldens and mismatches (exit 2, one line)", () => {
     expect(r.stderr).toMatch(/without manifest\.json: verify takes an artifact folder/);
   });
 });
+
+describe("pipeline files", () => {
+  it("every committed pipeline parses, pins a full revision and names existing corpora", async () => {
+    const { readdir } = await import("node:fs/promises");
+    const { readPipeline } = await import("../src/artifacts/pipeline.js");
+    const files = (await readdir(join(REPO_ROOT, "pipelines"))).filter((f) => f.endsWith(".json"));
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    for (const f of files) {
+      const p = await readPipeline(join(REPO_ROOT, "pipelines", f));
+      expect(p.model).toBe(`BAAI/${f.replace(/\.json$/, "")}`);
+      expect(p.revision).toMatch(/^[0-9a-f]{40}$/);
+      expect(existsSync(join(REPO_ROOT, p.verification!.texts))).toBe(true);
+    }
+  });
+
+  it("tolerances from a pipeline file gate verify: a stricter fp16 minimum says no", async () => {
+    const strict = join(root, "strict.json");
+    await writeFile(strict, JSON.stringify({ model: "bge-fixture/bge-tiny-zh", precisions: { fp16: { min_cosine: 0.99999999 } } }));
+    const r = await bge("verify", artifact, "--golden", golden, "--pipeline", strict, "--json", "-q");
+    expect(r.code).toBe(1);
+    const rep = JSON.parse(r.stdout) as { artifacts: { pass: boolean; tolerance: { min_cosine: number }; tolerance_notes: string[] }[] };
+    expect(rep.artifacts[0]!.pass).toBe(true);
+    expect(rep.artifacts[1]!.pass).toBe(false);
+    expect(rep.artifacts[1]!.tolerance.min_cosine).toBe(0.99999999);
+    expect(rep.artifacts[1]!.tolerance_notes).toContain("pipeline overrides");
+    await writeFile(strict, JSON.stringify({ model: "x", precisions: { fp16: { min_cosin: 0.9 } } }));
+    const bad = await bge("verify", artifact, "--golden", golden, "--pipeline", strict);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/precisions\.fp16\.min_cosin is not a tolerance/);
+  });
+});
