@@ -1,5 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { BgeError, EXIT_INTERNAL } from "../errors.js";
+import { BgeError, EXIT_INTERNAL, ToolFailedError } from "../errors.js";
 import { embedCommand } from "../commands/embed.js";
 import { exportCommand } from "../commands/export.js";
 import { fixtureCommand } from "../commands/fixture.js";
@@ -195,7 +195,8 @@ export function buildProgram(): Command {
     .requiredOption("--texts <file>", "passages (.json array, .jsonl, or one per line)")
     .option("--queries <file>", "queries, embedded with the model's query instruction")
     .requiredOption("-o, --output <file>", "golden file to write")
-    .addOption(new Option("--reference <kind>", "reference implementation").choices(["native"]).default("native"))
+    .addOption(new Option("--reference <kind>", "native: bge's float64 encoder; flagmodel: FlagEmbedding's FlagModel through Python (pipelines/flagmodel_golden.py; BGE_PYTHON picks the interpreter)").choices(["native", "flagmodel"]).default("native"))
+    .option("--fp16", "flagmodel only: run FlagModel with use_fp16 (its default; the golden then records FP16 and caps fp32 gates)", false)
     .option("--max-length <n>", "truncate to N tokens (default 512)", int("--max-length", 2))
     .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
     .addOption(instructionOption())
@@ -209,6 +210,7 @@ export function buildProgram(): Command {
           queries: opts.queries,
           output: opts.output,
           reference: opts.reference,
+          fp16: opts.fp16,
           maxLength: opts.maxLength,
           batchSize: opts.batchSize,
           instruction: instructionFrom(opts),
@@ -236,7 +238,8 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode === 0 ? 0 : 2;
     }
     if (err instanceof BgeError) {
-      process.stderr.write(`bge: ${oneLine(err.message)}\n`);
+      // A failed external tool's message carries its command line and log tail on further lines.
+      process.stderr.write(`bge: ${err instanceof ToolFailedError ? err.message : oneLine(err.message)}\n`);
       return err.exitCode;
     }
     process.stderr.write(`bge: internal error (a bug; please report it)\n${(err as Error)?.stack ?? String(err)}\n`);

@@ -2,7 +2,8 @@ import { createRequire } from "node:module";
 import { resolve } from "node:path";
 import { readTextsFile } from "../cli/inputs.js";
 import type { Output } from "../cli/output.js";
-import { GOLDEN_FORMAT, writeGolden, type GoldenItem } from "../artifacts/golden.js";
+import { GOLDEN_FORMAT, validateGolden, writeGolden, type GoldenItem } from "../artifacts/golden.js";
+import { runFlagModelGolden } from "../reference/flagmodel-golden.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { hashWeights } from "../checkpoint/weights.js";
@@ -14,7 +15,9 @@ export interface GoldenCommandOptions {
   texts: string;
   queries?: string;
   output: string;
-  reference: "native";
+  reference: "native" | "flagmodel";
+  /** FlagModel's use_fp16 (flagmodel reference only). */
+  fp16?: boolean;
   maxLength?: number;
   batchSize: number;
   instruction?: string | null;
@@ -38,6 +41,18 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
     out.warn(`${spec.id} has no known query instruction: queries are embedded as they are (pass --instruction to set one)`);
   }
   const weightsSha = await hashWeights(dir);
+  const model = { id: spec.id, revision: snapshotRevision(dir), weights_sha256: weightsSha };
+  if (options.reference === "flagmodel") {
+    out.info(`running FlagEmbedding's FlagModel on ${passages.length + queries.length} texts …`);
+    const produced = await runFlagModelGolden({ spec, passages, queries, useFp16: options.fp16 ?? false, batchSize: options.batchSize });
+    const golden = validateGolden({ format: GOLDEN_FORMAT, model, ...produced }, `FlagModel output for ${options.output}`);
+    const dim = golden.items[0]!.embedding.length;
+    if (dim !== spec.config.hiddenSize) throw new UsageError(`FlagModel returned vectors of dimension ${dim}, the model's hidden size is ${spec.config.hiddenSize}`);
+    await writeGolden(options.output, golden);
+    out.info(`wrote ${golden.items.length} items (FlagEmbedding ${golden.producer.version}, ${golden.producer.device}, use_fp16 ${golden.producer.use_fp16}) to ${options.output}`);
+    out.result(options.output, { golden: options.output, items: golden.items.length, dimension: dim, model: spec.id, weights_sha256: weightsSha, producer: golden.producer });
+    return;
+  }
   const embedder = await ReferenceEmbedder.load(spec);
   const items: GoldenItem[] = [];
   const total = passages.length + queries.length;
@@ -49,7 +64,7 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
   }
   await writeGolden(options.output, {
     format: GOLDEN_FORMAT,
-    model: { id: spec.id, revision: snapshotRevision(dir), weights_sha256: weightsSha },
+    model,
     producer: {
       name: "bge-reference",
       version: pkg.version,
