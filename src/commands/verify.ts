@@ -120,7 +120,8 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
         checked_at: new Date().toISOString(),
       };
     }
-    await writeManifest(dir, fresh);
+    // A read-only artifact (a CI cache, a mounted volume) is still verifiable; only the record is skipped.
+    await writeManifest(dir, fresh).catch((err: NodeJS.ErrnoException) => out.warn(`could not record the verdict in ${join(dir, MANIFEST_NAME)} (${err.code ?? err.message})`));
   }
   const json = reportJson(reports);
   if (options.report) await writeFileAtomic(options.report, JSON.stringify(json, null, 2) + "\n");
