@@ -34,3 +34,45 @@ describe("FP16 range probe helpers", () => {
     expect(Object.fromEntries(types)).toEqual({ x: OnnxType.FLOAT, w: OnnxType.FLOAT16, h: OnnxType.FLOAT16, m: OnnxType.FLOAT16, s: OnnxType.INT64, e: OnnxType.BOOL, y: OnnxType.FLOAT16 });
   });
 });
+
+describe("probeFp16Range on small graphs", () => {
+  /** x (float32) → Cast fp16 → Mul by 2 (fp16) → [ReduceSum to a scalar] → Cast fp32 → y */
+  async function graph(scalar: boolean): Promise<string> {
+    const { GraphBuilder, int } = await import("../onnx/graph-builder.js");
+    const { writeOnnxModel } = await import("../onnx/write-model.js");
+    const { floatToHalf } = await import("../checkpoint/dtype.js");
+    const { mkdtemp } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const g = new GraphBuilder("g");
+    const x = g.input("x", OnnxType.FLOAT, [2, 3]);
+    const h = g.op("Cast", "/cast", [x], { to: int(OnnxType.FLOAT16) });
+    const two = g.initializer("two", OnnxType.FLOAT16, [], () => new Uint8Array(new Uint16Array([floatToHalf(2)]).buffer));
+    let m = g.op("Mul", "/mul", [h, two]);
+    if (scalar) m = g.op("ReduceSum", "/sum", [m], { keepdims: int(0) });
+    g.output(g.op("Cast", "/out", [m], { to: int(OnnxType.FLOAT) }), OnnxType.FLOAT, scalar ? [] : [2, 3]);
+    const path = join(await mkdtemp(join(tmpdir(), "probe-")), "m.onnx");
+    await writeOnnxModel(path, g, { opset: 17, producerName: "t", producerVersion: "0" });
+    return path;
+  }
+  const feed = async (values: number[]) => {
+    const ort = await import("onnxruntime-node");
+    return { x: new ort.Tensor("float32", Float32Array.from(values), [2, 3]) };
+  };
+
+  it("finds values that leave FP16's range though ORT's CPU result stays finite, and passes a graph that fits", async () => {
+    const { probeFp16Range } = await import("./fp16-range.js");
+    const path = await graph(false);
+    const over = await probeFp16Range(path, [await feed([40000, 1, 1, 1, 1, 1])]);
+    expect(over.overflowing.map((o) => o.tensor)).toEqual(["/mul_output_0"]);
+    const fits = await probeFp16Range(path, [await feed([30000, 1, 1, 1, 1, 1])]);
+    expect(fits).toMatchObject({ probed: 2, overflowing: [] });
+  });
+
+  it("falls back to whole tensors where the per-row reduction cannot apply (a scalar FP16 tensor)", async () => {
+    const { probeFp16Range } = await import("./fp16-range.js");
+    const path = await graph(true);
+    const over = await probeFp16Range(path, [await feed([20000, 20000, 1, 1, 1, 1])]);
+    expect(over.overflowing.map((o) => o.tensor)).toEqual(["/sum_output_0"]);
+  });
+});

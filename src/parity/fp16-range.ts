@@ -60,21 +60,58 @@ export function inferElementTypes(graph: { input?: { name?: string; type?: { ten
   return types;
 }
 
+interface ModelLike {
+  opsetImport?: { domain?: string; version?: number | { toNumber(): number } }[];
+  graph: {
+    input?: [];
+    output: { name: string }[];
+    initializer?: { name?: string; dataType?: number; dataLocation?: number; dims?: number[]; rawData?: Uint8Array }[];
+    node?: (NodeLike & { name?: string; attribute?: unknown[] })[];
+  };
+}
+
+/**
+ * Adds, per probed tensor t, `ReduceMax(Abs(Flatten(t)), axis 1)` as an FP16 graph output: one value
+ * per leading row instead of the whole tensor. ORT computes the chain in FP32 and casts the result
+ * to FP16 at the output, so a row whose largest |value| passes 65504 still comes back as inf — and
+ * ONNX Runtime, not JavaScript, does the scanning.
+ */
+function withReducedProbes(model: ModelLike, probes: string[]): { outputs: string[] } {
+  const opset = num(model.opsetImport?.find((o) => !o.domain || o.domain === "ai.onnx")?.version) ?? 17;
+  const outputs: string[] = [];
+  const nodes = model.graph.node ?? (model.graph.node = []);
+  const axesName = "bge_probe/axes";
+  if (opset >= 18) model.graph.initializer = [...(model.graph.initializer ?? []), { name: axesName, dataType: OnnxType.INT64, dims: [1], rawData: new Uint8Array(new BigInt64Array([1n]).buffer) }];
+  probes.forEach((t, k) => {
+    const flat = `bge_probe/${k}/flat`;
+    const abs = `bge_probe/${k}/abs`;
+    const max = `bge_probe/${k}/max`;
+    nodes.push({ name: `bge_probe/${k}/Flatten`, opType: "Flatten", input: [t], output: [flat], attribute: [{ name: "axis", type: 2, i: 1 }] });
+    nodes.push({ name: `bge_probe/${k}/Abs`, opType: "Abs", input: [flat], output: [abs] });
+    nodes.push(
+      opset >= 18
+        ? { name: `bge_probe/${k}/ReduceMax`, opType: "ReduceMax", input: [abs, axesName], output: [max], attribute: [{ name: "keepdims", type: 2, i: 0 }] }
+        : { name: `bge_probe/${k}/ReduceMax`, opType: "ReduceMax", input: [abs], output: [max], attribute: [{ name: "axes", type: 7, ints: [1] }, { name: "keepdims", type: 2, i: 0 }] },
+    );
+    outputs.push(max);
+  });
+  return { outputs };
+}
+
 /**
  * ONNX Runtime's CPU provider computes FP16 graphs in FP32 (it inserts and then folds Casts), so an
  * FP16 model that overflows on a GPU can look perfect on CPU. This probe makes every FP16 tensor
- * inside the graph a graph output — ORT must then hand it over as FP16, where values beyond 65504
- * become ±inf — runs the texts, and reports the tensors that do not fit: what TensorRT or CUDA
- * would overflow on.
+ * inside the graph (reduced to its largest |value| per row) a graph output — ORT must then hand it
+ * over as FP16, where values beyond 65504 become ±inf — runs the texts, and reports the tensors that
+ * do not fit: what TensorRT or CUDA would overflow on.
  */
 export async function probeFp16Range(
   modelPath: string,
   feeds: AsyncIterable<Record<string, ort.Tensor>> | Iterable<Record<string, ort.Tensor>>,
 ): Promise<Fp16RangeResult> {
   const bytes = await readFile(modelPath);
-  const model = ModelProto.decode(bytes) as unknown as {
-    graph: { input?: []; output: { name: string }[]; initializer?: { name?: string; dataType?: number; dataLocation?: number }[]; node?: NodeLike[] };
-  };
+  const decoded = () => ModelProto.decode(bytes) as unknown as ModelLike;
+  let model = decoded();
   if (model.graph.initializer?.some((t) => t.dataLocation === 1)) return { probed: 0, texts: 0, overflowing: [], skipped: "the model keeps its weights in external data" };
   const types = inferElementTypes(model.graph as never);
   const existing = new Set(model.graph.output.map((o) => o.name));
@@ -88,19 +125,32 @@ export async function probeFp16Range(
   for (const b of bounded) safe.add(b);
   const probes = [...types].filter(([name, t]) => t === OnnxType.FLOAT16 && !existing.has(name) && !initializers.has(name) && !safe.has(name)).map(([name]) => name);
   if (!probes.length) return { probed: 0, texts: 0, overflowing: [] };
-  const graph = model.graph as unknown as { output: unknown[] };
-  graph.output = [...model.graph.output, ...probes.map((name) => ({ name, type: { tensorType: { elemType: OnnxType.FLOAT16 } } }))];
-  const probed = ModelProto.encode(ModelProto.fromObject(model as never)).finish();
-  const session = await ort.InferenceSession.create(probed, { graphOptimizationLevel: "disabled" });
+
+  const open = async (outputs: string[]) => {
+    const graph = model.graph as unknown as { output: unknown[] };
+    graph.output = [...model.graph.output, ...outputs.map((name) => ({ name, type: { tensorType: { elemType: OnnxType.FLOAT16 } } }))];
+    return ort.InferenceSession.create(ModelProto.encode(ModelProto.fromObject(model as never)).finish(), { graphOptimizationLevel: "disabled" });
+  };
+  let fetch = withReducedProbes(model, probes).outputs;
+  let session: ort.InferenceSession;
+  try {
+    session = await open(fetch);
+  } catch {
+    // A graph the reduction does not fit (e.g. a scalar FP16 tensor): fetch the tensors whole.
+    model = decoded();
+    fetch = probes;
+    session = await open(fetch);
+  }
   const counts = new Map<string, number>();
   let texts = 0;
   try {
     for await (const feed of feeds) {
-      const out = await session.run(feed, probes);
-      const batch = Number(feed.input_ids!.dims[0]);
+      const out = await session.run(feed, fetch);
+      const batch = Number(feed.input_ids?.dims[0] ?? 1);
       texts += batch;
-      for (const name of probes) {
-        const t = out[name]!;
+      fetch.forEach((outName, k) => {
+        const name = probes[k]!;
+        const t = out[outName]!;
         const data = t.data as Uint16Array;
         // Two halves per 32-bit word: 4 bytes per step instead of 2.
         const words = data.byteOffset % 4 === 0 ? new Uint32Array(data.buffer, data.byteOffset, data.length >> 1) : undefined;
@@ -111,7 +161,7 @@ export async function probeFp16Range(
         for (let b = 0; b < split; b++) {
           if (textOverflows(data, words, b * perText, (b + 1) * perText)) counts.set(name, (counts.get(name) ?? 0) + 1);
         }
-      }
+      });
     }
   } finally {
     await session.release();
