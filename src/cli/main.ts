@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { BgeError, EXIT_INTERNAL, ToolFailedError } from "../errors.js";
+import { downloadCommand } from "../commands/download.js";
 import { embedCommand } from "../commands/embed.js";
 import { exportCommand } from "../commands/export.js";
 import { fixtureCommand } from "../commands/fixture.js";
@@ -62,6 +63,24 @@ export function buildProgram(): Command {
     .addHelpText("after", "\nExample:\n  bge fixture /tmp/tiny --shape tiny --seed 1\n  bge fixture /tmp/zh --shape bge-small-zh-v1.5 --tokenizer ../shared/fixtures/tokenizers/bge-small-zh-v1.5")
     .action(async (dir: string, opts, cmd: Command) => {
       await fixtureCommand({ dir, ...opts }, outputFor(cmd));
+    });
+
+  program
+    .command("download")
+    .description("fetch a hub model's config, tokenizer and weights into the Hugging Face cache; prints the snapshot folder")
+    .argument("<model>", "hub id: ORG/NAME or ORG/NAME@REVISION")
+    .option("--revision <rev>", "branch, tag or commit sha (default main)")
+    .option("--cache-dir <dir>", "hub cache folder (default HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)")
+    .option("--endpoint <url>", "hub URL (default HF_ENDPOINT, else https://huggingface.co)")
+    .option("--offline", "use the cache only, as HF_HUB_OFFLINE=1 does (exit 3 naming what is missing)", false)
+    .addOption(new Option("--include <folder>", "also fetch this repo folder").choices(["onnx"]))
+    .addHelpText("after", "\nExample:\n  bge download BAAI/bge-small-zh-v1.5\n  HF_HUB_OFFLINE=1 bge download BAAI/bge-small-zh-v1.5@main --json")
+    .action(async (model: string, opts, cmd: Command) => {
+      const globals = cmd.optsWithGlobals<OutputOptions>();
+      await downloadCommand(
+        { model, revision: opts.revision, cacheDir: opts.cacheDir, endpoint: opts.endpoint, offline: opts.offline, include: opts.include ? [opts.include] : [], quiet: globals.quiet },
+        outputFor(cmd),
+      );
     });
 
   program

@@ -4,6 +4,8 @@
  */
 export interface Output {
   readonly json: boolean;
+  /** --quiet: nothing but results and errors (progress bars included). */
+  readonly quiet: boolean;
   info(message: string): void;
   verbose(message: string): void;
   warn(message: string): void;
@@ -23,6 +25,7 @@ export function createOutput(options: OutputOptions, stdout = process.stdout, st
   const verbose = (options.verbose ?? false) && !quiet;
   return {
     json: options.json ?? false,
+    quiet,
     info: (m) => {
       if (!quiet) stderr.write(m + "\n");
     },

@@ -26,6 +26,7 @@ export async function embedCommand(options: EmbedCommandOptions, out: Output): P
     normalize: options.normalize,
     maxLength: options.maxLength,
     instruction: options.instruction,
+    out,
   });
   out.verbose(
     `${embedder.name} backend on ${target.path}: model ${spec.id}, ${spec.config.arch}, pooling ${spec.pooling}, normalize ${spec.normalize}, max_length ${spec.maxLength}, instruction ${JSON.stringify(spec.queryInstruction ?? null)}`,

@@ -30,7 +30,7 @@ export function parsePrecisions(list: string, allowed: readonly string[]): strin
 
 export async function exportCommand(options: ExportCommandOptions, out: Output): Promise<void> {
   const precisions = parsePrecisions(options.precision, ["fp32", "fp16"]) as OnnxPrecision[];
-  const modelDir = await resolveModelDir(options.model);
+  const modelDir = await resolveModelDir(options.model, { out });
   const started = Date.now();
   const { manifest, spec } = await exportOnnx({
     modelDir,

@@ -15,7 +15,7 @@ export interface TokenizeCommandOptions {
 
 /** One encoding per text, exactly as FlagModel's tokenizer call on a batch of one would give it. */
 export async function tokenizeCommand(options: TokenizeCommandOptions, out: Output): Promise<void> {
-  const dir = await resolveModelDir(options.model);
+  const dir = await resolveModelDir(options.model, { out });
   const spec = await readModelSpec(dir, { maxLength: options.maxLength, queryInstruction: options.instruction });
   const tokenizer = await loadFlagTokenizer(dir);
   const texts = await collectTexts(options.texts, options.file);

@@ -3,6 +3,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { MANIFEST_NAME, readManifest, verifyManifestFiles, type ArtifactFile, type Manifest } from "../artifacts/manifest.js";
 import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
+import type { Output } from "../cli/output.js";
 import { UsageError } from "../errors.js";
 import { ReferenceEmbedder } from "../reference/reference-embedder.js";
 import type { Embedder } from "./embedder.js";
@@ -19,6 +20,8 @@ export interface LoadEmbedderOptions {
   maxLength?: number;
   instruction?: string | null;
   threads?: number;
+  /** Where a hub download's messages and progress go. */
+  out?: Output;
 }
 
 export interface LoadedEmbedder {
@@ -62,7 +65,7 @@ export async function loadEmbedder(target: string, options: LoadEmbedderOptions 
     const embedder = await OnnxEmbedder.load(full, spec, modelDir, { threads: options.threads, precision: options.precision });
     return { embedder, spec, target: { kind: "onnx", path: full } };
   }
-  const dir = await resolveModelDir(target);
+  const dir = await resolveModelDir(target, { out: options.out });
   if (await isFile(join(dir, MANIFEST_NAME))) {
     if (options.backend === "reference") throw new UsageError(`${target} is an artifact folder; the reference backend needs the checkpoint it was exported from`);
     const manifest = await readManifest(dir);
