@@ -32,7 +32,7 @@ function snapshotRevision(dir: string): string | null {
 }
 
 export async function goldenCommand(options: GoldenCommandOptions, out: Output): Promise<void> {
-  const dir = await resolveModelDir(options.model);
+  const dir = await resolveModelDir(options.model, { out });
   const spec = await readModelSpec(dir, { maxLength: options.maxLength, queryInstruction: options.instruction });
   const passages = await readTextsFile(options.texts);
   const queries = options.queries ? await readTextsFile(options.queries) : [];
@@ -55,12 +55,16 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
   }
   const embedder = await ReferenceEmbedder.load(spec);
   const items: GoldenItem[] = [];
-  const total = passages.length + queries.length;
-  const tick = out.progress("golden", total);
-  for (const [kind, texts, offset] of [["passage", passages, 0], ["query", queries, passages.length]] as const) {
-    if (!texts.length) continue;
-    const res = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: (d) => tick(offset + d) });
-    texts.forEach((text, i) => items.push({ text, kind, input_ids: res.inputIds[i]!, embedding: Array.from(res.embeddings[i]!) }));
+  try {
+    const total = passages.length + queries.length;
+    const tick = out.progress("golden", total);
+    for (const [kind, texts, offset] of [["passage", passages, 0], ["query", queries, passages.length]] as const) {
+      if (!texts.length) continue;
+      const res = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: (d) => tick(offset + d) });
+      texts.forEach((text, i) => items.push({ text, kind, input_ids: res.inputIds[i]!, embedding: Array.from(res.embeddings[i]!) }));
+    }
+  } finally {
+    await embedder.deactivate();
   }
   await writeGolden(options.output, {
     format: GOLDEN_FORMAT,

@@ -4,6 +4,7 @@ import { l2Normalize, poolHidden } from "../parity/pooling.js";
 import type { EmbedResult, Embedder, TextKind } from "../runners/embedder.js";
 import { applyInstruction, loadFlagTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import { encoderForward, loadEncoderWeights, type EncoderWeights } from "./encoder.js";
+import { EncoderPool } from "./encoder-pool.js";
 
 /** The float64 reference: FlagModel's tokenisation, pooling and normalisation around {@link encoderForward}. */
 export class ReferenceEmbedder implements Embedder {
@@ -11,18 +12,23 @@ export class ReferenceEmbedder implements Embedder {
   private constructor(
     readonly spec: ModelSpec,
     private readonly tokenizer: FlagTokenizer,
-    private readonly weights: EncoderWeights,
+    /** Local weights for single-threaded passes; undefined when a thread pool holds (shared) weights. */
+    private readonly weights: EncoderWeights | undefined,
+    private readonly threads: EncoderPool | undefined,
   ) {}
 
   get dimension(): number {
     return this.spec.config.hiddenSize;
   }
 
-  static async load(spec: ModelSpec): Promise<ReferenceEmbedder> {
+  /** @param threads forward passes run on this many threads (default: the cores, at most 8); 1 keeps them on this one */
+  static async load(spec: ModelSpec, options: { threads?: number } = {}): Promise<ReferenceEmbedder> {
     const tokenizer = await loadFlagTokenizer(spec.dir);
     const source = await openWeights(spec.dir);
     try {
-      return new ReferenceEmbedder(spec, tokenizer, await loadEncoderWeights(source, spec.config));
+      const weights = await loadEncoderWeights(source, spec.config);
+      const pool = EncoderPool.create(spec.config, weights, spec.pooling, options.threads);
+      return new ReferenceEmbedder(spec, tokenizer, pool ? undefined : weights, pool);
     } finally {
       await source.close();
     }
@@ -40,15 +46,19 @@ export class ReferenceEmbedder implements Embedder {
     for (let start = 0; start < texts.length; start += batchSize) {
       const batch = texts.slice(start, start + batchSize).map((t) => applyInstruction(t, queryInstruction, kind));
       const enc = this.tokenizer.encodeBatch(batch, maxLength);
-      for (let r = 0; r < batch.length; r++) {
-        const ids = enc.input_ids[r]!;
-        const mask = enc.attention_mask[r]!;
-        const { hidden, length } = encoderForward(config, this.weights, ids, mask, enc.token_type_ids[r]);
-        // The forward pass returns only unmasked rows, so every row counts for mean pooling.
-        const pooled = poolHidden(hidden, length, config.hiddenSize, new Array<number>(length).fill(1), pooling);
-        embeddings.push(normalize ? l2Normalize(pooled) : pooled);
-        inputIds.push(ids.filter((_, i) => mask[i]));
-      }
+      const sequences = enc.input_ids.map((ids, r) => ids.filter((_, i) => enc.attention_mask[r]![i]));
+      // The forward pass sees only unmasked tokens (exactly what FlagModel's mask computes), so every
+      // row counts for mean pooling.
+      const pooled = this.threads
+        ? await this.threads.pool(sequences)
+        : sequences.map((ids) => {
+            const { hidden, length } = encoderForward(config, this.weights!, ids);
+            return poolHidden(hidden, length, config.hiddenSize, new Array<number>(length).fill(1), pooling);
+          });
+      pooled.forEach((p, r) => {
+        embeddings.push(normalize ? l2Normalize(p) : p);
+        inputIds.push(sequences[r]!);
+      });
       options.onProgress?.(Math.min(start + batchSize, texts.length), texts.length);
       // Let progress output and signals through between batches.
       await new Promise((resolve) => setImmediate(resolve));
@@ -56,5 +66,7 @@ export class ReferenceEmbedder implements Embedder {
     return { embeddings, inputIds };
   }
 
-  async deactivate(): Promise<void> {}
+  async deactivate(): Promise<void> {
+    await this.threads?.close();
+  }
 }
