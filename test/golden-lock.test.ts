@@ -37,6 +37,13 @@ describe("golden/bge-tiny-zh.seed0.json", () => {
     });
     expect(maxDiff).toBeLessThanOrEqual(1e-12);
 
+    // The CLI runs the reference on a thread pool: the same numbers, bit for bit.
+    const viaCli = join(dir, "..", "cli-golden.json");
+    const g = await runBge(["golden", dir, "--texts", join(REPO_ROOT, "golden", "texts", "verify-passages.txt"), "--queries", join(REPO_ROOT, "golden", "texts", "verify-queries.txt"), "-o", viaCli, "-q"]);
+    expect(g.code).toBe(0);
+    const threaded = await readGolden(viaCli);
+    threaded.items.forEach((item, i) => expect(item.embedding).toEqual(Array.from(vecs[i]!)));
+
     const out = join(dir, "..", "onnx");
     expect((await runBge(["export", dir, "-o", out, "-q"])).code).toBe(0);
     const v = await runBge(["verify", out, "--golden", GOLDEN, "-q"]);
