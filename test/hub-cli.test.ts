@@ -4,7 +4,7 @@ import { scanCacheDir } from "@huggingface/hub";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { readGolden } from "../src/artifacts/golden.js";
 import { writeFixture } from "../src/fixture/write-fixture.js";
-import { filesContaining, HubServer, type ServedRepo } from "./helpers/hub-server.js";
+import { filesContaining, HubServer, type ServedRepo, checkAndReset } from "./helpers/hub-server.js";
 import { runBge } from "./helpers/run-bge.js";
 import { tempDir } from "./helpers/tmp.js";
 
@@ -46,13 +46,7 @@ afterAll(async () => {
   await server?.close();
 });
 
-afterEach(() => {
-  expect(server.overflowed).toBe(false);
-  server.listingHook = undefined;
-  server.requireToken = undefined;
-  server.clearFaults();
-  server.resetLog();
-});
+afterEach(() => checkAndReset(server, (overflowed) => expect(overflowed).toBe(false)));
 
 describe("bge download (built CLI, local hub)", () => {
   it("printed the snapshot folder, which @huggingface/hub's cache scan sees; a second run transfers zero bytes", async () => {

@@ -8,7 +8,7 @@ import { RepoCache } from "../src/hub/cache-layout.js";
 import { downloadSnapshot, type DownloadSnapshotParams } from "../src/hub/download-snapshot.js";
 import { createDownloadProgress } from "../src/hub/progress.js";
 import { convertFixtureToBin } from "./helpers/convert-to-bin.js";
-import { auditRepoCache, filesContaining, HubServer, servedFile, type ServedRepo } from "./helpers/hub-server.js";
+import { auditRepoCache, filesContaining, HubServer, servedFile, type ServedRepo, checkAndReset } from "./helpers/hub-server.js";
 import { tempDir } from "./helpers/tmp.js";
 
 const ID = "BAAI/bge-small-zh-v1.5";
@@ -66,13 +66,7 @@ afterAll(async () => {
   await server?.close();
 });
 
-afterEach(() => {
-  expect(server.overflowed).toBe(false);
-  server.listingHook = undefined;
-  server.requireToken = undefined;
-  server.clearFaults();
-  server.resetLog();
-});
+afterEach(() => checkAndReset(server, (overflowed) => expect(overflowed).toBe(false)));
 
 describe("hub download: cache layout and reuse", () => {
   it("fetches exactly the toolchain's files, verified, into the Hugging Face layout that @huggingface/hub's cache scan reads", async () => {

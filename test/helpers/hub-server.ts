@@ -521,3 +521,15 @@ export async function filesContaining(dir: string, needle: string): Promise<stri
   }
   return hits;
 }
+
+/**
+ * What every hub test checks and undoes after each case: the request cap was never hit, and no
+ * hook, token requirement, fault or request log leaks into the next case.
+ */
+export function checkAndReset(server: HubServer, expectNoOverflow: (overflowed: boolean) => void): void {
+  expectNoOverflow(server.overflowed);
+  server.listingHook = undefined;
+  server.requireToken = undefined;
+  server.clearFaults();
+  server.resetLog();
+}
