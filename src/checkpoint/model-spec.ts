@@ -1,7 +1,8 @@
-import { access, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { basename, join, resolve, sep } from "node:path";
 import { UsageError } from "../errors.js";
 import { maxModelLength, readEncoderConfig, readJsonFile, type EncoderConfig } from "./config.js";
+import { pathExists as exists } from "../util/fs.js";
 
 export type Pooling = "cls" | "mean";
 
@@ -95,15 +96,6 @@ export async function readModelSpec(dir: string, options: ModelSpecOptions = {})
   }
 
   return { id, dir, config, pooling, normalize, maxLength, queryInstruction, sources };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function readPooling(dir: string): Promise<Pooling | undefined> {

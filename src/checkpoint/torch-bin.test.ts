@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openTorchBin } from "./torch-bin.js";
 import { bytesToFloat64, floatToBf16, floatToHalf } from "./dtype.js";
 import type { DType } from "./tensor.js";
-import { UsageError } from "../errors.js";
 import {
   CPYTHON_STATE_DICT_PICKLE,
   buildTorchArchive,
@@ -24,6 +23,7 @@ import {
   writeTorchBinWithPickle,
   type TorchBinTensor,
 } from "../../test/helpers/torch-bin-writer.js";
+import { usageError } from "../../test/helpers/usage-error.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -58,19 +58,6 @@ const SAMPLE: TorchBinTensor[] = [
   tensor("pooler.dense.bias", "F32", [], [3.75]),
   tensor("empty", "F16", [0, 3], []),
 ];
-
-async function usageError(fn: () => Promise<unknown>): Promise<UsageError> {
-  try {
-    await fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(UsageError);
-    const e = err as UsageError;
-    expect(e.exitCode).toBe(2);
-    expect(e.message).not.toMatch(/[\n\r]/);
-    return e;
-  }
-  throw new Error("expected a UsageError");
-}
 
 async function readAll(path: string): Promise<Record<string, Uint8Array>> {
   const source = await openTorchBin(path);

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { access, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { UsageError } from "../errors.js";
 import type { EncoderConfig } from "./config.js";
@@ -8,20 +8,12 @@ import { readSafetensors } from "./safetensors.js";
 import { openTorchBin } from "./torch-bin.js";
 import type { TensorInfo, TensorSource } from "./tensor.js";
 import { sha256FileInWorker } from "../util/hash-worker.js";
+import { pathExists as exists } from "../util/fs.js";
 
 /** Which files hold a checkpoint's weights, in the order FlagModel's transformers would prefer them. */
 export interface WeightFiles {
   format: "safetensors" | "safetensors-sharded" | "pytorch-bin";
   files: string[];
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export async function findWeightFiles(dir: string): Promise<WeightFiles> {

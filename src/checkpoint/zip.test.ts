@@ -3,8 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { crc32, crc32Portable, openZip, ZIP_DEFLATED, ZIP_STORED } from "./zip.js";
-import { UsageError } from "../errors.js";
 import { buildZip, writeSparse, type ZipEntrySpec } from "../../test/helpers/torch-bin-writer.js";
+import { usageError } from "../../test/helpers/usage-error.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -27,20 +27,6 @@ async function writeZip(name: string, bytes: Uint8Array): Promise<string> {
   const path = join(dir, name);
   await writeFile(path, bytes);
   return path;
-}
-
-/** Runs `fn` and returns the UsageError it must throw. */
-async function usageError(fn: () => Promise<unknown>): Promise<UsageError> {
-  try {
-    await fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(UsageError);
-    const e = err as UsageError;
-    expect(e.exitCode).toBe(2);
-    expect(e.message).not.toContain("\n");
-    return e;
-  }
-  throw new Error("expected a UsageError");
 }
 
 describe("crc32", () => {

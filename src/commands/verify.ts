@@ -1,4 +1,3 @@
-import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Output } from "../cli/output.js";
 import { readGolden, type GoldenFile } from "../artifacts/golden.js";
@@ -12,6 +11,7 @@ import { verifyAgainstGolden, type VerifyReport } from "../parity/verify.js";
 import { loadEmbedder } from "../runners/load-embedder.js";
 import { OnnxEmbedder } from "../runners/onnx-embedder.js";
 import { writeFileAtomic } from "../util/atomic.js";
+import { isDir, isFile } from "../util/fs.js";
 
 export interface VerifyCommandOptions {
   candidate: string;
@@ -27,18 +27,11 @@ export interface VerifyCommandOptions {
   modelId?: string;
 }
 
-async function isDir(path: string): Promise<boolean> {
-  return stat(path).then(
-    (s) => s.isDirectory(),
-    () => false,
-  );
-}
-
 /** Which files to verify: every ONNX of an artifact folder (or --precision's), or the one file given. */
 async function candidateTargets(candidate: string, precision: string | undefined): Promise<{ manifest?: Manifest; targets: { path: string; precision?: string }[] }> {
   const full = resolve(candidate);
   if (await isDir(full)) {
-    if (!(await stat(join(full, MANIFEST_NAME)).catch(() => undefined))) {
+    if (!(await isFile(join(full, MANIFEST_NAME)))) {
       throw new UsageError(`${candidate} is a folder without ${MANIFEST_NAME}: verify takes an artifact folder (bge export), an .onnx file or an engine; a checkpoint is what goldens are made from`);
     }
     const manifest = await readManifest(full);

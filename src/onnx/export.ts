@@ -1,10 +1,11 @@
-import { copyFile, mkdir, readdir, rename, stat } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
 import { checkEncoderShapes, hashWeights, openWeights } from "../checkpoint/weights.js";
 import { ARTIFACT_FORMAT, MANIFEST_NAME, ONNX_ROLES, describeFile, readManifest, writeManifest, type ArtifactFile, type BuiltBy, type Manifest } from "../artifacts/manifest.js";
 import { UsageError } from "../errors.js";
-import { tempPathFor } from "../util/atomic.js";
+import { copyFileAtomic } from "../util/atomic.js";
+import { pathExists as exists } from "../util/fs.js";
 import { buildEncoderGraph, type OnnxPrecision } from "./encoder-graph.js";
 import { writeOnnxModel } from "./write-model.js";
 
@@ -34,13 +35,6 @@ export interface ExportOptions {
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "sentencepiece.bpe.model"];
 const CONFIG_FILES = ["config.json", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json"];
 export const SUPPORTED_OPSETS = [17, 18, 19, 20, 21];
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** An output folder is ours to write when it is new, empty, or already a bge artifact. */
 async function prepareOutDir(outDir: string): Promise<Manifest | undefined> {
@@ -97,9 +91,7 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
       if (!(await exists(from))) continue;
       const to = join(options.outDir, f);
       await mkdir(join(to, ".."), { recursive: true });
-      const tmp = tempPathFor(to);
-      await copyFile(from, tmp);
-      await rename(tmp, to);
+      await copyFileAtomic(from, to);
       files.push(await describeFile(options.outDir, f, TOKENIZER_FILES.includes(f) ? "tokenizer" : "config"));
     }
     const weightsSha = await weightsShaPromise;

@@ -2,7 +2,7 @@ import type { GoldenFile } from "../artifacts/golden.js";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import type { EmbedOverrides } from "../runners/onnx-embedder.js";
 import type { TextKind } from "../runners/embedder.js";
-import { cosineSimilarity, relativeNormDiff } from "./metrics.js";
+import { cosineSimilarity, relativeNormDiff, sameIds } from "./metrics.js";
 import type { Fp16RangeResult } from "./fp16-range.js";
 
 export interface Diagnosis {
@@ -223,8 +223,4 @@ export async function diagnose(input: DiagnoseInput): Promise<Diagnosis[]> {
     });
   }
   return out;
-}
-
-function sameIds(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

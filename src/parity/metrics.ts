@@ -27,6 +27,11 @@ export function relativeNormDiff(golden: ArrayLike<number>, candidate: ArrayLike
   return Number.isNaN(d) ? Infinity : d;
 }
 
+/** Whether two token id lists are the same. */
+export function sameIds(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) {

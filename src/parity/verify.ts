@@ -1,7 +1,7 @@
 import type { GoldenFile } from "../artifacts/golden.js";
 import type { TextKind } from "../runners/embedder.js";
 import { diagnose, type DiagnosableCandidate, type Diagnosis } from "./diagnose.js";
-import { compareEmbeddings, cosineSimilarity, relativeNormDiff, type ComparisonSummary } from "./metrics.js";
+import { compareEmbeddings, cosineSimilarity, relativeNormDiff, sameIds, type ComparisonSummary } from "./metrics.js";
 import { retrievalAgreement, type RetrievalAgreement } from "./retrieval.js";
 import type { Tolerance } from "./tolerances.js";
 import type { Fp16RangeResult } from "./fp16-range.js";
@@ -101,7 +101,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
       text: it.text,
       cosine: c.cosine,
       max_abs_diff: c.max_abs_diff,
-      tokens_match: ids.length === it.input_ids.length && ids.every((x, j) => x === it.input_ids[j]),
+      tokens_match: sameIds(ids, it.input_ids),
       batch_drift: Number.isNaN(drift) ? Infinity : drift,
       norm_diff: relativeNormDiff(it.embedding, embeddings[c.index]!),
     };

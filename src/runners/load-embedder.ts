@@ -1,4 +1,3 @@
-import { stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { MANIFEST_NAME, readManifest, verifyManifestFiles, type ArtifactFile, type Manifest } from "../artifacts/manifest.js";
 import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
@@ -8,6 +7,7 @@ import { UsageError } from "../errors.js";
 import { ReferenceEmbedder } from "../reference/reference-embedder.js";
 import type { Embedder } from "./embedder.js";
 import { OnnxEmbedder } from "./onnx-embedder.js";
+import { isFile } from "../util/fs.js";
 
 export type Backend = "reference" | "onnx";
 
@@ -29,13 +29,6 @@ export interface LoadedEmbedder {
   spec: ModelSpec;
   /** What the target was, and the file that computes the vectors. */
   target: { kind: "checkpoint" | "artifact" | "onnx"; path: string; precision?: string; manifest?: Manifest };
-}
-
-async function isFile(path: string): Promise<boolean> {
-  return stat(path).then(
-    (s) => s.isFile(),
-    () => false,
-  );
 }
 
 function specOverrides(o: LoadEmbedderOptions) {

@@ -1,4 +1,4 @@
-import { open, rename, rm, type FileHandle } from "node:fs/promises";
+import { copyFile, open, rename, rm, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
 
@@ -52,6 +52,18 @@ export async function createPendingFile(path: string): Promise<PendingFile> {
       await rm(tmp, { force: true });
     },
   };
+}
+
+/** Copies `from` to `to` through a temporary name beside `to`: `to` is the whole file or untouched. */
+export async function copyFileAtomic(from: string, to: string): Promise<void> {
+  const tmp = tempPathFor(to);
+  try {
+    await copyFile(from, tmp);
+    await rename(tmp, to);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
