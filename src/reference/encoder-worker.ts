@@ -5,8 +5,7 @@
 import { parentPort } from "node:worker_threads";
 import type { EncoderConfig } from "../checkpoint/config.js";
 import type { Pooling } from "../checkpoint/model-spec.js";
-import { poolHidden } from "../parity/pooling.js";
-import { encoderForward, type EncoderWeights } from "./encoder.js";
+import { pooledForward, type EncoderWeights } from "./encoder.js";
 
 export type WorkerRequest =
   | { type: "init"; config: EncoderConfig; weights: EncoderWeights; pooling: Pooling }
@@ -24,10 +23,7 @@ parentPort!.on("message", (msg: WorkerRequest) => {
     return;
   }
   try {
-    const vectors = msg.sequences.map((ids) => {
-      const { hidden, length } = encoderForward(config!, weights!, ids);
-      return poolHidden(hidden, length, config!.hiddenSize, new Array<number>(length).fill(1), pooling);
-    });
+    const vectors = msg.sequences.map((ids) => pooledForward(config!, weights!, ids, pooling));
     const reply: WorkerReply = { type: "result", id: msg.id, vectors };
     parentPort!.postMessage(reply, vectors.map((v) => v.buffer as ArrayBuffer));
   } catch (err) {

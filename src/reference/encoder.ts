@@ -2,6 +2,8 @@ import type { EncoderConfig } from "../checkpoint/config.js";
 import { bytesToFloat64 } from "../checkpoint/dtype.js";
 import type { TensorSource } from "../checkpoint/tensor.js";
 import { checkEncoderShapes } from "../checkpoint/weights.js";
+import type { Pooling } from "../checkpoint/model-spec.js";
+import { poolHidden } from "../parity/pooling.js";
 import { gelu } from "./erf.js";
 import { addInPlace, layerNormInPlace, linear } from "./linalg.js";
 
@@ -92,6 +94,16 @@ export function encoderForward(
   let h: Float64Array = x;
   w.layers.forEach((layer, l) => (h = encoderLayer(cfg, layer, h, L, l, probe)));
   return { hidden: h, length: L };
+}
+
+/**
+ * One unpadded sequence through the encoder, pooled (not normalised). The forward pass returns only
+ * unmasked rows, so every row counts for mean pooling. Shared by the single-threaded path and the
+ * worker threads, so both compute exactly the same numbers.
+ */
+export function pooledForward(cfg: EncoderConfig, w: EncoderWeights, ids: readonly number[], pooling: Pooling): Float64Array {
+  const { hidden, length } = encoderForward(cfg, w, ids);
+  return poolHidden(hidden, length, cfg.hiddenSize, new Array<number>(length).fill(1), pooling);
 }
 
 /** Sees intermediate activations by the ONNX node path they correspond to (for range checks and debugging). */

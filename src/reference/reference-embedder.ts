@@ -1,9 +1,9 @@
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { openWeights } from "../checkpoint/weights.js";
-import { l2Normalize, poolHidden } from "../parity/pooling.js";
+import { l2Normalize } from "../parity/pooling.js";
 import type { EmbedResult, Embedder, TextKind } from "../runners/embedder.js";
 import { applyInstruction, loadFlagTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
-import { encoderForward, loadEncoderWeights, type EncoderWeights } from "./encoder.js";
+import { loadEncoderWeights, pooledForward, type EncoderWeights } from "./encoder.js";
 import { EncoderPool } from "./encoder-pool.js";
 
 /** The float64 reference: FlagModel's tokenisation, pooling and normalisation around {@link encoderForward}. */
@@ -44,17 +44,10 @@ export class ReferenceEmbedder implements Embedder {
     const inputIds: number[][] = [];
     const { config, pooling, normalize, maxLength, queryInstruction } = this.spec;
     for (let start = 0; start < texts.length; start += batchSize) {
-      const batch = texts.slice(start, start + batchSize).map((t) => applyInstruction(t, queryInstruction, kind));
-      const enc = this.tokenizer.encodeBatch(batch, maxLength);
-      const sequences = enc.input_ids.map((ids, r) => ids.filter((_, i) => enc.attention_mask[r]![i]));
-      // The forward pass sees only unmasked tokens (exactly what FlagModel's mask computes), so every
-      // row counts for mean pooling.
-      const pooled = this.threads
-        ? await this.threads.pool(sequences)
-        : sequences.map((ids) => {
-            const { hidden, length } = encoderForward(config, this.weights!, ids);
-            return poolHidden(hidden, length, config.hiddenSize, new Array<number>(length).fill(1), pooling);
-          });
+      // Unpadded sequences: the forward pass over a text's own tokens is exactly what FlagModel's
+      // padded batch computes for them behind its attention mask.
+      const sequences = texts.slice(start, start + batchSize).map((t) => this.tokenizer.encode(applyInstruction(t, queryInstruction, kind), maxLength));
+      const pooled = this.threads ? await this.threads.pool(sequences) : sequences.map((ids) => pooledForward(config, this.weights!, ids, pooling));
       pooled.forEach((p, r) => {
         embeddings.push(normalize ? l2Normalize(p) : p);
         inputIds.push(sequences[r]!);

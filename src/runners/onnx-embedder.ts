@@ -188,11 +188,6 @@ export class OnnxEmbedder implements Embedder {
     return feeds;
   }
 
-  /** Token ids for texts as this candidate runs them (instruction on queries, truncation). */
-  tokenize(texts: readonly string[], kind: TextKind): number[][] {
-    return texts.map((t) => this.tokenizer.encode(applyInstruction(t, this.spec.queryInstruction, kind), this.spec.maxLength));
-  }
-
   async deactivate(): Promise<void> {
     await this.session.release();
   }
