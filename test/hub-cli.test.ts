@@ -127,6 +127,7 @@ describe("every <model> command accepts the hub id", () => {
     const manifest = JSON.parse(await readFile(join(out, "manifest.json"), "utf8"));
     expect(JSON.stringify(manifest)).toContain(ID);
     expect(JSON.stringify(manifest)).toContain(zh.commit);
+    expect(manifest.source).toMatchObject({ model_id: ID, revision: zh.commit });
     const viaArtifact = await runBge(["embed", out, "北京", "--json"]);
     const viaHub = await runBge(["embed", ID, "北京", "--json"], { env: hubEnv(home) });
     const a = JSON.parse(viaArtifact.stdout).embeddings[0] as number[];

@@ -61,6 +61,7 @@ describe("model spec", () => {
     const spec = await readModelSpec(model);
     expect(spec).toMatchObject({ id: "BAAI/bge-small-zh-v1.5", pooling: "cls", normalize: true, maxLength: 512, queryInstruction: BGE_INSTRUCTIONS.zh });
     expect(spec.sources.pooling).toBe("1_Pooling/config.json");
+    expect(spec.revision).toBe("7999e1d3359715c523056ef9478215996d62a620");
     await expect(readModelSpec(model, { maxLength: 513 })).rejects.toThrow(/exceeds what the model's position table allows \(512/);
     expect((await readModelSpec(model, { queryInstruction: null })).queryInstruction).toBeUndefined();
     // A mean-pooling folder is read as mean.

@@ -10,6 +10,8 @@ export type Pooling = "cls" | "mean";
 export interface ModelSpec {
   /** Hub id (or the fixture's / folder's name) used in goldens and manifests. */
   id: string;
+  /** The commit of a Hugging Face cache snapshot folder; null elsewhere. */
+  revision: string | null;
   dir: string;
   config: EncoderConfig;
   pooling: Pooling;
@@ -95,7 +97,7 @@ export async function readModelSpec(dir: string, options: ModelSpecOptions = {})
     sources.queryInstruction = queryInstruction === undefined ? "none known for this model id" : "known for this model id";
   }
 
-  return { id, dir, config, pooling, normalize, maxLength, queryInstruction, sources };
+  return { id, revision: snapshotRevision(dir), dir, config, pooling, normalize, maxLength, queryInstruction, sources };
 }
 
 async function readPooling(dir: string): Promise<Pooling | undefined> {
@@ -118,6 +120,12 @@ async function readNormalizeModule(dir: string): Promise<boolean | undefined> {
   const modules = await readJsonFile(path, "modules.json");
   if (!Array.isArray(modules)) throw new UsageError(`${path}: modules.json must be a JSON array`);
   return modules.some((m) => typeof m === "object" && m !== null && String((m as { type?: unknown }).type).endsWith("models.Normalize"));
+}
+
+/** A folder inside a Hugging Face cache snapshot (…/snapshots/SHA) names its commit. */
+function snapshotRevision(dir: string): string | null {
+  const m = /[\\/]snapshots[\\/]([0-9a-f]{40})(?:[\\/]|$)/.exec(resolve(dir));
+  return m ? m[1]! : null;
 }
 
 /**

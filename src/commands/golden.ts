@@ -1,5 +1,4 @@
 import { createRequire } from "node:module";
-import { resolve } from "node:path";
 import { readTextsFile } from "../cli/inputs.js";
 import type { Output } from "../cli/output.js";
 import { GOLDEN_FORMAT, validateGolden, writeGolden, type GoldenItem } from "../artifacts/golden.js";
@@ -25,12 +24,6 @@ export interface GoldenCommandOptions {
 
 const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
 
-/** A model folder inside a Hugging Face cache snapshot names its commit; elsewhere the revision is unknown. */
-function snapshotRevision(dir: string): string | null {
-  const m = /[\\/]snapshots[\\/]([0-9a-f]{40})(?:[\\/]|$)/.exec(resolve(dir));
-  return m ? m[1]! : null;
-}
-
 export async function goldenCommand(options: GoldenCommandOptions, out: Output): Promise<void> {
   const dir = await resolveModelDir(options.model, { out });
   const spec = await readModelSpec(dir, { maxLength: options.maxLength, queryInstruction: options.instruction });
@@ -41,7 +34,7 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
     out.warn(`${spec.id} has no known query instruction: queries are embedded as they are (pass --instruction to set one)`);
   }
   const weightsSha = await hashWeights(dir);
-  const model = { id: spec.id, revision: snapshotRevision(dir), weights_sha256: weightsSha };
+  const model = { id: spec.id, revision: spec.revision, weights_sha256: weightsSha };
   if (options.reference === "flagmodel") {
     out.info(`running FlagEmbedding's FlagModel on ${passages.length + queries.length} texts …`);
     const produced = await runFlagModelGolden({ spec, passages, queries, useFp16: options.fp16 ?? false, batchSize: options.batchSize });

@@ -27,7 +27,6 @@ export interface ExportOptions {
   externalData?: boolean | "auto";
   builtBy: BuiltBy;
   modelId?: string;
-  revision?: string | null;
   onStage?: (message: string) => void;
 }
 
@@ -101,7 +100,7 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
     const manifest: Manifest = {
       format: ARTIFACT_FORMAT,
       created: new Date().toISOString(),
-      source: { model_id: spec.id, revision: options.revision ?? null, weights_sha256: weightsSha, arch: spec.config.arch, hidden_size: spec.config.hiddenSize },
+      source: { model_id: spec.id, revision: spec.revision, weights_sha256: weightsSha, arch: spec.config.arch, hidden_size: spec.config.hiddenSize },
       pooling: graphPooling,
       normalize: spec.normalize,
       max_length: spec.maxLength,
