@@ -73,15 +73,7 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     const zero = g.constInt64("/embeddings/position_start", [0]);
     positions = g.op("Slice", "/embeddings/position_embeddings/Slice", [posEmb, zero, seqLen, zero]);
   } else {
-    // HF counts positions with cumsum(mask)·mask + pad_id; with right padding that is (arange+1)·mask + pad_id,
-    // which avoids CumSum (miscomputed by TensorRT 10.x, NVIDIA/TensorRT#4551).
-    const s0 = g.constInt64("/embeddings/zero", [0], []);
-    const s1 = g.constInt64("/embeddings/one", [1], []);
-    const sScalar = g.op("Squeeze", "/embeddings/Squeeze", [seqLen, g.constInt64("/embeddings/squeeze_axes", [0])]);
-    const range = g.op("Range", "/embeddings/Range", [s0, sScalar, s1]);
-    const plusOne = g.op("Add", "/embeddings/Add_one", [range, s1]);
-    const masked = g.op("Mul", "/embeddings/Mul_mask", [plusOne, attentionMask]);
-    const ids = g.op("Add", "/embeddings/Add_pad", [masked, g.constInt64("/embeddings/pad_id", [cfg.padTokenId], [])]);
+    const ids = xlmrPositionIds(g, inputIds, seqLen, cfg.padTokenId);
     positions = g.op("Gather", "/embeddings/position_embeddings/Gather", [posEmb, ids], { axis: int(0) });
   }
   let emb = g.op("Add", "/embeddings/Add", [words, positions]);
@@ -183,6 +175,30 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     renameLastOutput(g, "sentence_embedding");
   }
   return g;
+}
+
+/**
+ * XLM-R position ids [batch, sequence] (int64) by transformers' rule,
+ * `cumsum(ids != pad) * (ids != pad) + pad`: a literal `<pad>` in a text is attended to but neither
+ * numbered nor counted. CumSum is miscomputed by TensorRT 10.x (NVIDIA/TensorRT#4551), so the running
+ * count is `keep @ U` with U the sequence×sequence upper-triangular ones matrix built for the dynamic
+ * length. Float32 whatever the graph's precision: sums of 0/1 are exact below 2^24, while FP16 would
+ * lose integers past 2048.
+ */
+function xlmrPositionIds(g: GraphBuilder, inputIds: string, seqLen: string, padId: number): string {
+  const p = "/embeddings/position_ids";
+  const pad = g.constInt64(`${p}/pad_id`, [padId], []);
+  const isPad = g.op("Equal", `${p}/Equal`, [inputIds, pad]);
+  const keep = g.op("Cast", `${p}/Cast`, [g.op("Not", `${p}/Not`, [isPad])], { to: int(OnnxType.FLOAT) });
+  // U[i, j] = (i <= j): column j of keep @ U sums keep[0..j].
+  const length = g.op("Squeeze", `${p}/Squeeze`, [seqLen, g.constInt64(`${p}/squeeze_axes`, [0])]);
+  const range = g.op("Range", `${p}/Range`, [g.constInt64(`${p}/zero`, [0], []), length, g.constInt64(`${p}/one`, [1], [])]);
+  const rows = g.op("Unsqueeze", `${p}/Unsqueeze`, [range, g.constInt64(`${p}/row_axes`, [1])]);
+  const cols = g.op("Unsqueeze", `${p}/Unsqueeze_1`, [range, g.constInt64(`${p}/col_axes`, [0])]);
+  const upper = g.op("Cast", `${p}/Cast_1`, [g.op("LessOrEqual", `${p}/LessOrEqual`, [rows, cols])], { to: int(OnnxType.FLOAT) });
+  const counts = g.op("MatMul", `${p}/MatMul`, [keep, upper]);
+  const numbered = g.op("Add", `${p}/Add`, [g.op("Mul", `${p}/Mul`, [counts, keep]), g.constFloat(`${p}/pad_id_float`, [padId], [])]);
+  return g.op("Cast", `${p}/Cast_2`, [numbered], { to: int(OnnxType.INT64) });
 }
 
 /** Graph outputs carry their public names; the node that produces one writes that name directly. */

@@ -86,8 +86,9 @@ describe("reference encoder, hand-computed", () => {
     // Position rows 2 and 3 are the only non-zero ones; a BERT numbering (0, 1) would miss them.
     const posEmb = Float64Array.from([0, 0, 0, 0, 5, -5, -5, 5, 0, 0]);
     const w = { ...weights, posEmb };
-    const x = encoderForward(xcfg, w, [1, 2]);
-    const b = encoderForward({ ...xcfg, positionOffset: 0 }, w, [1, 2]);
+    // Id 2 is not the pad id, so it takes positions 2 and 3.
+    const x = encoderForward(xcfg, w, [2, 2]);
+    const b = encoderForward({ ...xcfg, arch: "bert" }, w, [2, 2]);
     expect(Math.abs(x.hidden[0]! - b.hidden[0]!)).toBeGreaterThan(1e-3);
   });
 });

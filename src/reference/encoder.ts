@@ -61,8 +61,9 @@ export async function loadEncoderWeights(source: TensorSource, cfg: EncoderConfi
  *
  * Padding is handled by dropping masked tokens before the pass. That is exactly what FlagModel's
  * padded batch computes for the unmasked tokens: its additive mask (finfo.min) drives every padded
- * key's softmax weight to exactly 0, and with right padding XLM-R's position ids count only unmasked
- * tokens. So the reference is independent of batch composition by construction.
+ * key's softmax weight to exactly 0, and XLM-R's position ids (see {@link positionIds}) are taken
+ * from the ids before anything is dropped. So the reference is independent of batch composition by
+ * construction.
  */
 export function encoderForward(
   cfg: EncoderConfig,
@@ -78,14 +79,15 @@ export function encoderForward(
   });
   const L = keep.length;
   const H = cfg.hiddenSize;
+  const positions = positionIds(cfg, inputIds);
   const x = new Float64Array(L * H);
   for (let t = 0; t < L; t++) {
     const src = keep[t]!;
     const id = inputIds[src]!;
     if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) throw new RangeError(`token id ${id} outside the vocabulary (${cfg.vocabSize})`);
     const type = tokenTypeIds?.[src] ?? 0;
-    // BERT: position = index; XLM-R: pad_id + 1 + number of unmasked tokens before it.
-    const pos = cfg.positionOffset + t;
+    // BERT: position = index among the kept tokens (right padding only ever drops a tail).
+    const pos = cfg.arch === "bert" ? t : positions[src]!;
     if (pos >= cfg.maxPositionEmbeddings) throw new RangeError(`sequence of ${L} tokens exceeds max_position_embeddings ${cfg.maxPositionEmbeddings}`);
     const o = t * H;
     for (let d = 0; d < H; d++) x[o + d] = w.wordEmb[id * H + d]! + w.posEmb[pos * H + d]! + w.typeEmb[type * H + d]!;
@@ -94,6 +96,18 @@ export function encoderForward(
   let h: Float64Array = x;
   w.layers.forEach((layer, l) => (h = encoderLayer(cfg, layer, h, L, l, probe)));
   return { hidden: h, length: L };
+}
+
+/**
+ * XLM-R position ids for a whole (possibly padded) sequence, by transformers'
+ * `create_position_ids_from_input_ids`: `cumsum(id != pad) * (id != pad) + pad`. They count ids, not
+ * the attention mask: a literal `<pad>` in a text is tokenised to the pad id and attended to, yet it
+ * gets position pad_id and does not advance the count for the tokens after it. BERT: 0, 1, 2, ….
+ */
+export function positionIds(cfg: EncoderConfig, inputIds: readonly number[]): number[] {
+  if (cfg.arch === "bert") return inputIds.map((_, i) => i);
+  let count = 0;
+  return inputIds.map((id) => (id === cfg.padTokenId ? cfg.padTokenId : cfg.padTokenId + ++count));
 }
 
 /**
