@@ -87,10 +87,24 @@ export function parseEncoderConfig(raw: Record<string, unknown>, path = "config.
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings"),
     typeVocabSize: int("type_vocab_size", 2),
-    layerNormEps: typeof raw.layer_norm_eps === "number" ? raw.layer_norm_eps : 1e-12,
+    layerNormEps: layerNormEps(raw.layer_norm_eps, path),
     padTokenId,
     positionOffset: arch === "xlm-roberta" ? padTokenId + 1 : 0,
   };
+  // A zero-sized dimension builds an encoder that computes nothing (or divides by zero) without failing.
+  const positive: [string, number][] = [
+    ["hidden_size", cfg.hiddenSize],
+    ["num_hidden_layers", cfg.numLayers],
+    ["intermediate_size", cfg.intermediateSize],
+    ["vocab_size", cfg.vocabSize],
+    ["type_vocab_size", cfg.typeVocabSize],
+  ];
+  for (const [key, value] of positive) {
+    if (value === 0) throw new UsageError(`${path}: ${key} is 0; a BGE encoder needs at least 1 (use the config.json that came with the weights)`);
+  }
+  if (cfg.padTokenId >= cfg.vocabSize) {
+    throw new UsageError(`${path}: pad_token_id ${cfg.padTokenId} is not below vocab_size ${cfg.vocabSize}; use the config.json that came with the weights`);
+  }
   if (cfg.numHeads === 0 || cfg.hiddenSize % cfg.numHeads !== 0) {
     throw new UsageError(`${path}: hidden_size ${cfg.hiddenSize} is not divisible by num_attention_heads ${cfg.numHeads}`);
   }
@@ -98,6 +112,20 @@ export function parseEncoderConfig(raw: Record<string, unknown>, path = "config.
     throw new UsageError(`${path}: max_position_embeddings ${cfg.maxPositionEmbeddings} leaves no positions after offset ${cfg.positionOffset}`);
   }
   return cfg;
+}
+
+/**
+ * LayerNorm divides by sqrt(variance + eps): eps 0 turns a constant row into NaN, a negative eps
+ * into NaN for low-variance rows, and neither fails loudly. Absent means BERT's 1e-12.
+ */
+function layerNormEps(value: unknown, path: string): number {
+  if (value === undefined) return 1e-12;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    // JSON.stringify would print a 1e999 (parsed as Infinity) as null.
+    const shown = typeof value === "number" ? String(value) : JSON.stringify(value);
+    throw new UsageError(`${path}: layer_norm_eps must be a positive finite number, got ${shown} (BERT uses 1e-12, XLM-R 1e-5)`);
+  }
+  return value;
 }
 
 /** The longest input the position table allows (512 for BERT; 8192 for bge-m3). */

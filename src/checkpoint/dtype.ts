@@ -1,4 +1,4 @@
-import type { DType } from "./tensor.js";
+import { DTYPE_BYTES, type DType } from "./tensor.js";
 import { UsageError } from "../errors.js";
 
 /** IEEE half → float, exact (every half is representable in float32). */
@@ -89,4 +89,48 @@ export function bytesToFloat32(bytes: Uint8Array, dtype: DType, name = "tensor")
     return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
   }
   return Float32Array.from(bytesToFloat64(bytes, dtype, name));
+}
+
+/**
+ * Refuses a floating tensor holding NaN or ±Infinity, naming it and the first bad element. Works on
+ * the stored bits (an all-ones exponent), so it costs one pass over the bytes and no decoding.
+ */
+export function assertFiniteTensor(bytes: Uint8Array, dtype: DType, what: string): void {
+  const bad = firstNonFinite(bytes, dtype);
+  if (bad < 0) return;
+  const size = DTYPE_BYTES[dtype];
+  const value = bytesToFloat64(bytes.slice(bad * size, (bad + 1) * size), dtype)[0]!;
+  const count = bytes.byteLength / size;
+  throw new UsageError(`${what} holds ${value} at element ${bad} of ${count}; the weights are corrupt: download or convert the checkpoint again`);
+}
+
+/** Index of the first NaN/±Inf element of a floating tensor, -1 when none (or not a floating type). */
+function firstNonFinite(bytes: Uint8Array, dtype: DType): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  switch (dtype) {
+    case "F32": {
+      const n = bytes.byteLength / 4;
+      if (bytes.byteOffset % 4 === 0) {
+        const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n);
+        for (let i = 0; i < n; i++) if ((words[i]! & 0x7f800000) === 0x7f800000) return i;
+        return -1;
+      }
+      for (let i = 0; i < n; i++) if ((view.getUint32(i * 4, true) & 0x7f800000) === 0x7f800000) return i;
+      return -1;
+    }
+    case "F64": {
+      const n = bytes.byteLength / 8;
+      for (let i = 0; i < n; i++) if ((view.getUint32(i * 8 + 4, true) & 0x7ff00000) === 0x7ff00000) return i;
+      return -1;
+    }
+    case "F16":
+    case "BF16": {
+      const mask = dtype === "F16" ? 0x7c00 : 0x7f80;
+      const n = bytes.byteLength / 2;
+      for (let i = 0; i < n; i++) if ((view.getUint16(i * 2, true) & mask) === mask) return i;
+      return -1;
+    }
+    default:
+      return -1;
+  }
 }

@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { UsageError } from "../errors.js";
 import type { EncoderConfig } from "./config.js";
+import { assertFiniteTensor } from "./dtype.js";
 import { readSafetensors } from "./safetensors.js";
 import { openTorchBin } from "./torch-bin.js";
 import type { TensorInfo, TensorSource } from "./tensor.js";
@@ -79,7 +80,10 @@ class NormalizedSource implements TensorSource {
   async readBytes(name: string): Promise<Uint8Array> {
     const e = this.byName.get(name);
     if (!e) throw new UsageError(`${this.path}: checkpoint has no tensor ${name}`);
-    return e.source.readBytes(e.original);
+    const bytes = await e.source.readBytes(e.original);
+    // Every consumer (reference, export) reads through here: one NaN/Inf turns every vector into NaN.
+    assertFiniteTensor(bytes, e.info.dtype, `${e.source.path}: tensor ${e.original}`);
+    return bytes;
   }
   async close(): Promise<void> {
     await Promise.all(this.sources.map((s) => s.close()));
@@ -101,48 +105,110 @@ export async function openWeights(dir: string): Promise<TensorSource> {
   }
 }
 
-/** The shape every encoder tensor must have under this config (names as normalised). */
-export function expectedEncoderShapes(cfg: EncoderConfig): Map<string, number[]> {
-  const h = cfg.hiddenSize;
-  const shapes = new Map<string, number[]>([
-    ["embeddings.word_embeddings.weight", [cfg.vocabSize, h]],
-    ["embeddings.position_embeddings.weight", [cfg.maxPositionEmbeddings, h]],
-    ["embeddings.token_type_embeddings.weight", [cfg.typeVocabSize, h]],
-    ["embeddings.LayerNorm.weight", [h]],
-    ["embeddings.LayerNorm.bias", [h]],
+/** The config.json fields that fix the dimensions of encoder tensors. */
+type DimensionField = "vocab_size" | "hidden_size" | "max_position_embeddings" | "type_vocab_size" | "intermediate_size";
+
+function dimensionValue(cfg: EncoderConfig, field: DimensionField): number {
+  switch (field) {
+    case "vocab_size":
+      return cfg.vocabSize;
+    case "hidden_size":
+      return cfg.hiddenSize;
+    case "max_position_embeddings":
+      return cfg.maxPositionEmbeddings;
+    case "type_vocab_size":
+      return cfg.typeVocabSize;
+    case "intermediate_size":
+      return cfg.intermediateSize;
+  }
+}
+
+/** Every encoder tensor (names as normalised) with the config field behind each of its dimensions. */
+function encoderTensorFields(cfg: EncoderConfig): Map<string, DimensionField[]> {
+  const fields = new Map<string, DimensionField[]>([
+    ["embeddings.word_embeddings.weight", ["vocab_size", "hidden_size"]],
+    ["embeddings.position_embeddings.weight", ["max_position_embeddings", "hidden_size"]],
+    ["embeddings.token_type_embeddings.weight", ["type_vocab_size", "hidden_size"]],
+    ["embeddings.LayerNorm.weight", ["hidden_size"]],
+    ["embeddings.LayerNorm.bias", ["hidden_size"]],
   ]);
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `encoder.layer.${l}`;
     for (const m of ["query", "key", "value"]) {
-      shapes.set(`${p}.attention.self.${m}.weight`, [h, h]);
-      shapes.set(`${p}.attention.self.${m}.bias`, [h]);
+      fields.set(`${p}.attention.self.${m}.weight`, ["hidden_size", "hidden_size"]);
+      fields.set(`${p}.attention.self.${m}.bias`, ["hidden_size"]);
     }
-    shapes.set(`${p}.attention.output.dense.weight`, [h, h]);
-    shapes.set(`${p}.attention.output.dense.bias`, [h]);
-    shapes.set(`${p}.attention.output.LayerNorm.weight`, [h]);
-    shapes.set(`${p}.attention.output.LayerNorm.bias`, [h]);
-    shapes.set(`${p}.intermediate.dense.weight`, [cfg.intermediateSize, h]);
-    shapes.set(`${p}.intermediate.dense.bias`, [cfg.intermediateSize]);
-    shapes.set(`${p}.output.dense.weight`, [h, cfg.intermediateSize]);
-    shapes.set(`${p}.output.dense.bias`, [h]);
-    shapes.set(`${p}.output.LayerNorm.weight`, [h]);
-    shapes.set(`${p}.output.LayerNorm.bias`, [h]);
+    fields.set(`${p}.attention.output.dense.weight`, ["hidden_size", "hidden_size"]);
+    fields.set(`${p}.attention.output.dense.bias`, ["hidden_size"]);
+    fields.set(`${p}.attention.output.LayerNorm.weight`, ["hidden_size"]);
+    fields.set(`${p}.attention.output.LayerNorm.bias`, ["hidden_size"]);
+    fields.set(`${p}.intermediate.dense.weight`, ["intermediate_size", "hidden_size"]);
+    fields.set(`${p}.intermediate.dense.bias`, ["intermediate_size"]);
+    fields.set(`${p}.output.dense.weight`, ["hidden_size", "intermediate_size"]);
+    fields.set(`${p}.output.dense.bias`, ["hidden_size"]);
+    fields.set(`${p}.output.LayerNorm.weight`, ["hidden_size"]);
+    fields.set(`${p}.output.LayerNorm.bias`, ["hidden_size"]);
   }
-  return shapes;
+  return fields;
 }
 
-/** Refuses a checkpoint whose tensors are missing or contradict config.json, naming the first offender. */
+/** The shape every encoder tensor must have under this config (names as normalised). */
+export function expectedEncoderShapes(cfg: EncoderConfig): Map<string, number[]> {
+  return new Map([...encoderTensorFields(cfg)].map(([name, fields]) => [name, fields.map((f) => dimensionValue(cfg, f))]));
+}
+
+const LAYER_NAME = /^encoder\.layer\.(\d+)\./;
+
+/**
+ * Refuses a checkpoint whose tensors are missing or contradict config.json, naming the first
+ * offender and, where a config field is to blame, the field with both values. Header only: no
+ * tensor data is read, so every command can run it before any work.
+ */
 export function checkEncoderShapes(source: TensorSource, cfg: EncoderConfig): void {
   const have = new Map(source.list().map((i) => [i.name, i]));
-  for (const [name, shape] of expectedEncoderShapes(cfg)) {
+  const expected = encoderTensorFields(cfg);
+  checkLayerCount(source, cfg, have, expected);
+  for (const [name, fields] of expected) {
+    const shape = fields.map((f) => dimensionValue(cfg, f));
     const info = have.get(name);
     if (!info) throw new UsageError(`${source.path}: tensor ${name} is missing (config.json describes ${cfg.numLayers} ${cfg.arch} layers)`);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      throw new UsageError(`${source.path}: tensor ${name} has shape [${info.shape.join(", ")}] but config.json implies [${shape.join(", ")}]`);
+      const i = info.shape.length === shape.length ? shape.findIndex((d, k) => d !== info.shape[k]) : -1;
+      const field = i >= 0 ? ` (config.json ${fields[i]} is ${shape[i]}, the weights have ${info.shape[i]})` : "";
+      throw new UsageError(`${source.path}: tensor ${name} has shape [${info.shape.join(", ")}] but config.json implies [${shape.join(", ")}]${field}; use the config.json that came with these weights`);
     }
     if (!["F32", "F16", "BF16", "F64"].includes(info.dtype)) {
       throw new UsageError(`${source.path}: tensor ${name} has dtype ${info.dtype}; expected F32, F16 or BF16`);
     }
+  }
+}
+
+/**
+ * num_hidden_layers against the encoder.layer.N tensors present: more layers than the config says
+ * would be silently skipped (a different model), fewer would be missing mid-load.
+ */
+function checkLayerCount(source: TensorSource, cfg: EncoderConfig, have: Map<string, TensorInfo>, expected: Map<string, unknown>): void {
+  const present = new Set<number>();
+  for (const name of have.keys()) {
+    const m = LAYER_NAME.exec(name);
+    if (m) present.add(Number(m[1]));
+  }
+  const beyond = [...present].filter((l) => l >= cfg.numLayers).sort((a, b) => a - b);
+  const missing = [...expected.keys()].find((name) => LAYER_NAME.test(name) && !have.has(name));
+  if (beyond.length === 0 && present.size === cfg.numLayers) return;
+  const why = beyond.length ? `encoder.layer.${beyond[0]} and beyond would be ignored` : `tensor ${missing} is missing`;
+  throw new UsageError(
+    `${source.path}: config.json num_hidden_layers is ${cfg.numLayers} but the weights hold ${present.size} encoder layers (${why}); use the config.json that came with these weights`,
+  );
+}
+
+/** Config against weights from the safetensors/bin headers alone, for commands that do not load the weights themselves. */
+export async function checkWeightsMatchConfig(dir: string, cfg: EncoderConfig): Promise<void> {
+  const source = await openWeights(dir);
+  try {
+    checkEncoderShapes(source, cfg);
+  } finally {
+    await source.close();
   }
 }
 

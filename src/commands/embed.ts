@@ -1,6 +1,7 @@
 import { collectTexts } from "../cli/inputs.js";
 import type { Output } from "../cli/output.js";
 import type { Pooling } from "../checkpoint/model-spec.js";
+import { assertFiniteEmbedding } from "../runners/embedder.js";
 import { loadEmbedder, type Backend } from "../runners/load-embedder.js";
 
 export interface EmbedCommandOptions {
@@ -34,6 +35,7 @@ export async function embedCommand(options: EmbedCommandOptions, out: Output): P
   try {
     const kind = options.query ? "query" : "passage";
     const { embeddings } = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: out.progress("embed", texts.length) });
+    embeddings.forEach((e, i) => assertFiniteEmbedding(e, `text ${i}`, texts[i]!));
     const rows = embeddings.map((e) => Array.from(e));
     out.result(rows.map((r) => JSON.stringify(r)).join("\n"), { embeddings: rows });
   } finally {

@@ -5,9 +5,11 @@ import { GOLDEN_FORMAT, validateGolden, writeGolden, type GoldenItem } from "../
 import { runFlagModelGolden } from "../reference/flagmodel-golden.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
-import { hashWeights } from "../checkpoint/weights.js";
+import { checkWeightsMatchConfig, hashWeights } from "../checkpoint/weights.js";
 import { UsageError } from "../errors.js";
 import { ReferenceEmbedder } from "../reference/reference-embedder.js";
+import { assertFiniteEmbedding } from "../runners/embedder.js";
+import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 
 export interface GoldenCommandOptions {
   model: string;
@@ -27,6 +29,8 @@ const pkg = createRequire(import.meta.url)("../../package.json") as { version: s
 export async function goldenCommand(options: GoldenCommandOptions, out: Output): Promise<void> {
   const dir = await resolveModelDir(options.model, { out });
   const spec = await readModelSpec(dir, { maxLength: options.maxLength, queryInstruction: options.instruction });
+  // Config against the weights before texts are read or the weights hashed: a bad model costs nothing.
+  await checkWeightsMatchConfig(dir, spec.config);
   const passages = await readTextsFile(options.texts);
   const queries = options.queries ? await readTextsFile(options.queries) : [];
   if (passages.length + queries.length === 0) throw new UsageError(`${options.texts}: no texts to embed`);
@@ -36,11 +40,14 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
   const weightsSha = await hashWeights(dir);
   const model = { id: spec.id, revision: spec.revision, weights_sha256: weightsSha };
   if (options.reference === "flagmodel") {
+    // FlagModel would die mid-run on a token id beyond the embedding table: refuse it here instead.
+    await loadCheckedTokenizer(dir, spec.config.vocabSize);
     out.info(`running FlagEmbedding's FlagModel on ${passages.length + queries.length} texts …`);
     const produced = await runFlagModelGolden({ spec, passages, queries, useFp16: options.fp16 ?? false, batchSize: options.batchSize });
     const golden = validateGolden({ format: GOLDEN_FORMAT, model, ...produced }, `FlagModel output for ${options.output}`);
     const dim = golden.items[0]!.embedding.length;
     if (dim !== spec.config.hiddenSize) throw new UsageError(`FlagModel returned vectors of dimension ${dim}, the model's hidden size is ${spec.config.hiddenSize}`);
+    assertFiniteItems(golden.items);
     await writeGolden(options.output, golden);
     out.info(`wrote ${golden.items.length} items (FlagEmbedding ${golden.producer.version}, ${golden.producer.device}, use_fp16 ${golden.producer.use_fp16}) to ${options.output}`);
     out.result(options.output, { golden: options.output, items: golden.items.length, dimension: dim, model: spec.id, weights_sha256: weightsSha, producer: golden.producer });
@@ -59,6 +66,7 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
   } finally {
     await embedder.deactivate();
   }
+  assertFiniteItems(items);
   await writeGolden(options.output, {
     format: GOLDEN_FORMAT,
     model,
@@ -77,4 +85,10 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
   });
   out.info(`wrote ${items.length} items (${passages.length} passages, ${queries.length} queries, dim ${embedder.dimension}) to ${options.output}`);
   out.result(options.output, { golden: options.output, items: items.length, dimension: embedder.dimension, model: spec.id, weights_sha256: weightsSha });
+}
+
+/** A golden is what every later verify trusts: no NaN/Inf vector goes into one, whichever reference produced it. */
+function assertFiniteItems(items: readonly GoldenItem[]): void {
+  const seen = { passage: 0, query: 0 };
+  for (const item of items) assertFiniteEmbedding(item.embedding, `${item.kind} ${seen[item.kind]++}`, item.text);
 }

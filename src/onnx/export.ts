@@ -8,6 +8,7 @@ import { copyFileAtomic } from "../util/atomic.js";
 import { pathExists as exists } from "../util/fs.js";
 import { buildEncoderGraph, type OnnxPrecision } from "./encoder-graph.js";
 import { writeOnnxModel } from "./write-model.js";
+import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 
 export interface ExportOptions {
   modelDir: string;
@@ -64,6 +65,9 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
   const files: ArtifactFile[] = [];
   try {
     checkEncoderShapes(source, spec.config);
+    // The artifact carries the tokenizer: a missing, broken or oversized one is refused now, not
+    // when the artifact is first used.
+    await loadCheckedTokenizer(options.modelDir, spec.config.vocabSize);
     const previous = await prepareOutDir(options.outDir);
     // Hashing the checkpoint runs on another thread while the graphs are written.
     const weightsShaPromise = hashWeights(options.modelDir);

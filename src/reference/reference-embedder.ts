@@ -1,5 +1,5 @@
 import type { ModelSpec } from "../checkpoint/model-spec.js";
-import { openWeights } from "../checkpoint/weights.js";
+import { checkEncoderShapes, openWeights } from "../checkpoint/weights.js";
 import { l2Normalize } from "../parity/pooling.js";
 import type { EmbedResult, Embedder, TextKind } from "../runners/embedder.js";
 import { applyInstruction, loadFlagTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
@@ -26,6 +26,10 @@ export class ReferenceEmbedder implements Embedder {
     const tokenizer = await loadFlagTokenizer(spec.dir);
     const source = await openWeights(spec.dir);
     try {
+      // Config against the weights' headers, then the tokenizer against the config, before any
+      // tensor is read: a bad model is refused in milliseconds, never after minutes of loading.
+      checkEncoderShapes(source, spec.config);
+      tokenizer.probe(spec.config.vocabSize);
       const weights = await loadEncoderWeights(source, spec.config);
       const pool = EncoderPool.create(spec.config, weights, spec.pooling, options.threads);
       return new ReferenceEmbedder(spec, tokenizer, pool ? undefined : weights, pool);

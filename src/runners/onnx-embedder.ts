@@ -3,7 +3,7 @@ import * as ort from "onnxruntime-node";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { UsageError } from "../errors.js";
 import { l2Normalize, poolHidden } from "../parity/pooling.js";
-import { applyInstruction, loadFlagTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
+import { applyInstruction, loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
 
 export interface EmbedOverrides {
@@ -63,7 +63,7 @@ export class OnnxEmbedder implements Embedder {
   }
 
   static async load(modelPath: string, spec: ModelSpec, tokenizerDir: string, options: OnnxEmbedderOptions = {}): Promise<OnnxEmbedder> {
-    const tokenizer = await loadFlagTokenizer(tokenizerDir);
+    const tokenizer = await loadCheckedTokenizer(tokenizerDir, spec.config.vocabSize);
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(modelPath, {

@@ -57,6 +57,31 @@ export class FlagTokenizer {
       typeof maxLength === "number" && Number.isFinite(maxLength) && maxLength < UNSET_MODEL_MAX_LENGTH ? maxLength : undefined;
   }
 
+  /**
+   * Proves the tokenizer usable with a model whose embedding table has `modelVocabSize` rows, before
+   * any work: a short text encodes with the special tokens around it, and no id it can emit (vocabulary,
+   * added or special token, padding) lies beyond the table, where FlagModel fails mid-run with an index
+   * error and an ONNX Gather reads garbage.
+   */
+  probe(modelVocabSize: number): void {
+    const file = this.fields.file;
+    const ids = this.encode("Hello world", this.specialTokenCount + 8);
+    if (ids[0] !== this.clsId || ids.at(-1) !== this.sepId) {
+      throw new UsageError(`${file}: encoding a probe text gave ${JSON.stringify(ids)}, not [CLS]/<s> … [SEP]/</s>; use the tokenizer files from the model's hub repository`);
+    }
+    const specials = [...this.pipeline.specials.prefix, ...this.pipeline.specials.suffix, this.padId];
+    const stray = specials.find((id) => id > this.pipeline.maxTokenId);
+    if (stray !== undefined) {
+      throw new UsageError(`${file}: special token id ${stray} is not a token of the vocabulary (highest id ${this.pipeline.maxTokenId}); use the tokenizer files from the model's hub repository`);
+    }
+    const highest = Math.max(this.pipeline.maxTokenId, ...specials);
+    if (highest >= modelVocabSize) {
+      throw new UsageError(
+        `${file}: the tokenizer has token ids up to ${highest} but config.json vocab_size is ${modelVocabSize} (the embedding table's rows); use the tokenizer files that came with these weights`,
+      );
+    }
+  }
+
   /** Number of special tokens added around each text (2 for BGE). */
   get specialTokenCount(): number {
     return this.pipeline.specials.prefix.length + this.pipeline.specials.suffix.length;
@@ -135,6 +160,13 @@ async function readJson(file: string): Promise<unknown> {
   } catch (error) {
     throw new UsageError(`${file} is not valid JSON (${(error as Error).message}); download the tokenizer files again`);
   }
+}
+
+/** Loads a model folder's tokenizer and {@link FlagTokenizer.probe}s it against the model's vocab_size. */
+export async function loadCheckedTokenizer(dir: string, modelVocabSize: number): Promise<FlagTokenizer> {
+  const tokenizer = await loadFlagTokenizer(dir);
+  tokenizer.probe(modelVocabSize);
+  return tokenizer;
 }
 
 /** Reads `tokenizer.json` and `tokenizer_config.json` from a model folder. */

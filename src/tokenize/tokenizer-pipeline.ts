@@ -25,6 +25,8 @@ export interface TokenizerPipeline {
   specials: SpecialTokens;
   /** Model vocabulary plus any added token beyond it (the embedding table's row count). */
   vocabSize: number;
+  /** The highest id the vocabulary or an added token has (a hand-edited vocabulary may have gaps). */
+  maxTokenId: number;
   lowercase: boolean;
   tokenToId(token: string): number | undefined;
 }
@@ -92,9 +94,17 @@ export function buildPipeline(json: unknown, fields: JsonFields): TokenizerPipel
     encodeContent,
     specials,
     vocabSize: Math.max(modelVocab.size, maxAddedId + 1),
+    maxTokenId: highestId(modelVocab, maxAddedId),
     lowercase: normalizer?.lowercases ?? false,
     tokenToId: (token) => addedIds.get(token) ?? modelVocab.get(token),
   };
+}
+
+/** A loop, not Math.max(...ids): bge-m3's 250k ids would overflow the argument stack. */
+function highestId(vocab: ReadonlyMap<string, number>, floor: number): number {
+  let max = floor;
+  for (const id of vocab.values()) if (id > max) max = id;
+  return max;
 }
 
 function createPreTokenizer(config: unknown, fields: JsonFields, where: string): PreTokenizer {
@@ -132,6 +142,7 @@ function readPrependScheme(c: JsonObject, fields: JsonFields, where: string): Pr
 }
 
 function createModel(config: unknown, fields: JsonFields): { model: Model; modelVocab: Map<string, number> } {
+  if (config === undefined || config === null) fields.fail("model", "is missing (it holds the vocabulary)");
   const c = fields.object(config, "model");
   const type = c.type === undefined ? inferModelType(c) : fields.string(c.type, "model.type");
   if (type === "WordPiece") {
