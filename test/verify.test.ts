@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { copyFile, cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { readGolden, writeGolden, type GoldenFile } from "../src/artifacts/golden.js";
@@ -29,9 +29,18 @@ async function ok(...args: string[]): Promise<BgeRun> {
   return r;
 }
 
-/** `verify --json` output as an object, whatever the exit code. */
-function report(r: BgeRun): { pass: boolean; failures: string[]; diagnoses: { code: string; message: string }[]; summary: Record<string, number> } & Record<string, unknown> {
+type ArtifactReport = { pass: boolean; failures: string[]; diagnoses: { code: string; message: string }[]; summary: Record<string, number> } & Record<string, unknown>;
+
+/** `verify --json` output (bge-verify/1) as an object, whatever the exit code. */
+function report(r: BgeRun): { format: string; pass: boolean; golden: Record<string, unknown>; artifacts: ArtifactReport[] } {
   return JSON.parse(r.stdout);
+}
+
+/** The one artifact entry of a single-candidate report. */
+function only(r: BgeRun): ArtifactReport {
+  const rep = report(r);
+  expect(rep.artifacts).toHaveLength(1);
+  return rep.artifacts[0]!;
 }
 
 beforeAll(async () => {
@@ -89,30 +98,34 @@ describe("bge verify: failing with the right diagnosis (exit 1)", () => {
     const r = await bge("verify", candidate, "--golden", g, "--json", "-q", ...extra);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/^bge: parity failed/m);
-    const rep = report(r);
+    expect(report(r).pass).toBe(false);
+    const rep = only(r);
     expect(rep.pass).toBe(false);
     return rep;
   }
+  // These candidates differ from the golden's settings on purpose: verify refuses that unless told.
+  const ALLOW = "--allow-settings-mismatch";
 
   it("an export with --pooling mean", async () => {
     const out = join(root, "mean-onnx");
     await ok("export", model, "-o", out, "--pooling", "mean", "--precision", "fp32", "-q");
-    const rep = await failing(out, golden);
-    expect(rep.diagnoses.map((d) => d.code)).toEqual(["pooling"]);
+    const rep = await failing(out, golden, ALLOW);
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["pooling", "settings"]);
     expect(rep.diagnoses[0]!.message).toMatch(/pools mean but the golden was pooled cls/);
+    expect(rep.diagnoses[1]!.message).toMatch(/golden was made with pooling cls but the candidate pools mean/);
   });
 
   it("an export without normalisation", async () => {
     const out = join(root, "nonorm-onnx");
     await ok("export", model, "-o", out, "--no-normalize", "--precision", "fp32", "-q");
-    const rep = await failing(out, golden);
-    expect(rep.diagnoses.map((d) => d.code)).toEqual(["normalization"]);
+    const rep = await failing(out, golden, ALLOW);
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["normalization", "settings"]);
     expect(rep.diagnoses[0]!.message).toMatch(/not L2-normalised/);
   });
 
   it("a golden made with the instruction, verified without it", async () => {
-    const rep = await failing(artifact, golden, "--no-instruction", "--precision", "fp32");
-    expect(rep.diagnoses.map((d) => d.code)).toEqual(["instruction"]);
+    const rep = await failing(artifact, golden, "--no-instruction", "--precision", "fp32", ALLOW);
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["instruction", "settings"]);
     expect(rep.diagnoses[0]!.message).toMatch(/carry the instruction "为这个句子生成表示以用于检索相关文章：" but the candidate run had none/);
   });
 
@@ -122,8 +135,8 @@ describe("bge verify: failing with the right diagnosis (exit 1)", () => {
     await writeFile(longTexts, long.join("\n") + "\n");
     const g128 = join(root, "golden-128.json");
     await ok("golden", model, "--texts", longTexts, "--max-length", "128", "-o", g128, "-q");
-    const rep = await failing(artifact, g128, "--precision", "fp32");
-    expect(rep.diagnoses.map((d) => d.code)).toEqual(["truncation"]);
+    const rep = await failing(artifact, g128, "--precision", "fp32", ALLOW);
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["truncation", "settings"]);
     expect(rep.diagnoses[0]!.message).toMatch(/golden truncates at 128 tokens but the candidate at 512/);
   });
 
@@ -148,7 +161,7 @@ describe("bge verify: failing with the right diagnosis (exit 1)", () => {
     await ok("export", out, "-o", join(root, "outliers-onnx"), "-q");
     const r = await bge("verify", join(root, "outliers-onnx"), "--golden", g, "--json", "-q");
     expect(r.code).toBe(1);
-    const [fp32, fp16] = (JSON.parse(r.stdout) as { artifacts: ReturnType<typeof report>[] }).artifacts;
+    const [fp32, fp16] = report(r).artifacts;
     expect(fp32!.pass).toBe(true); // the float32 graph of the same model is faithful
     expect(fp16!.pass).toBe(false);
     expect(fp16!.diagnoses.map((d) => d.code)).toEqual(["fp16-overflow"]);
@@ -204,7 +217,7 @@ describe("bge verify: failing with the right diagnosis (exit 1)", () => {
 
   it("writes JUnit failures with the gate and the diagnosis", async () => {
     const junit = join(root, "fail.xml");
-    const r = await bge("verify", artifact, "--golden", golden, "--no-instruction", "--junit", junit, "-q");
+    const r = await bge("verify", artifact, "--golden", golden, "--no-instruction", "--junit", junit, "-q", ALLOW);
     expect(r.code).toBe(1);
     const xml = await readFile(junit, "utf8");
     expect(xml).toMatch(/<testsuites name="bge verify" tests="2" failures="2"/);
@@ -254,6 +267,166 @@ describe("bge verify: bad goldens and mismatches (exit 2, one line)", () => {
     const r = await bge("verify", model, "--golden", golden);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/without manifest\.json: verify takes an artifact folder/);
+  });
+});
+
+describe("bge verify: one report shape (bge-verify/1)", () => {
+  const TOP = ["artifacts", "format", "golden", "pass"];
+  const ENTRY = ["candidate", "diagnoses", "items", "pass", "summary", "tolerance"];
+
+  function pinned(rep: ReturnType<typeof report>, n: number) {
+    expect(Object.keys(rep).sort()).toEqual(TOP);
+    expect(rep.format).toBe("bge-verify/1");
+    expect(rep.golden).toMatchObject({ path: golden, model_id: "bge-fixture/bge-tiny-zh", items: 240 });
+    expect(rep.artifacts).toHaveLength(n);
+    for (const a of rep.artifacts) {
+      expect(Object.keys(a)).toEqual(expect.arrayContaining(ENTRY));
+      expect(Object.keys(a.candidate as object).sort()).toEqual(["backend", "path", "precision", "role"]);
+      expect(a.candidate).toMatchObject({ role: `onnx-${(a.candidate as { precision: string }).precision}`, backend: expect.stringMatching(/^onnxruntime/) });
+      expect(Object.keys(a.summary)).toEqual(expect.arrayContaining(["n", "min_cosine", "mean_cosine", "p01_cosine", "max_abs_diff", "token_mismatches", "non_finite", "topk_agreement"]));
+      expect(Object.keys((a.items as object[])[0]!)).toEqual(expect.arrayContaining(["index", "cosine", "max_abs_diff", "tokens_match"]));
+      expect(a.diagnoses).toEqual([]);
+    }
+  }
+
+  it("is the same for one artifact and for two, on stdout (--json) and in --report", async () => {
+    const one = join(root, "shape-1.json");
+    const r1 = await bge("verify", artifact, "--golden", golden, "--precision", "fp32", "--json", "-q", "--report", one);
+    expect(r1.code, r1.stderr).toBe(0);
+    pinned(report(r1), 1);
+    expect(JSON.parse(await readFile(one, "utf8"))).toEqual(expect.objectContaining({ format: "bge-verify/1", pass: true }));
+    const r2 = await bge("verify", artifact, "--golden", golden, "--json", "-q");
+    expect(r2.code, r2.stderr).toBe(0);
+    pinned(report(r2), 2);
+    expect(report(r2).artifacts.map((a) => (a.candidate as { precision: string }).precision)).toEqual(["fp32", "fp16"]);
+  });
+
+  it("gives a bare .onnx a null role", async () => {
+    const dir = join(root, "bare");
+    await mkdir(dir);
+    for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json", "modules.json"]) await copyFile(join(artifact, f), join(dir, f));
+    await copyFile(join(artifact, "model.fp32.onnx"), join(dir, "model.onnx"));
+    const r = await bge("verify", join(dir, "model.onnx"), "--golden", golden, "--json", "-q");
+    expect(r.code, r.stderr).toBe(0);
+    expect(Object.keys(report(r)).sort()).toEqual(TOP);
+    expect(only(r).candidate).toMatchObject({ role: null, precision: "fp32" });
+  });
+});
+
+describe("bge verify: a manifest that does not describe its files (exit 2, one line)", () => {
+  /** A copy of the artifact with its manifest.json edited (the manifest is not itself hashed). */
+  async function edited(name: string, edit: (m: Record<string, any>) => void): Promise<string> {
+    const dir = join(root, name);
+    await cp(artifact, dir, { recursive: true });
+    const m = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8"));
+    edit(m);
+    await writeFile(join(dir, "manifest.json"), JSON.stringify(m, null, 2));
+    return dir;
+  }
+  async function refused(dir: string, pattern: RegExp, command = ["verify", dir, "--golden", golden, "--precision", "fp32"]) {
+    const r = await bge(...command);
+    expect(r.code, r.stderr).toBe(2);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(pattern);
+  }
+
+  it("hidden_size other than the graph's output", async () => {
+    const dir = await edited("m-hidden", (m) => (m.source.hidden_size = 48));
+    await refused(dir, /source\.hidden_size is 48 but model\.fp32\.onnx outputs 32-dimensional vectors/);
+  });
+
+  it("an unknown pooling value", async () => {
+    const dir = await edited("m-avg", (m) => (m.pooling = "avg"));
+    await refused(dir, /manifest\.json: field pooling is "avg", expected "cls", "mean" or "none"/);
+  });
+
+  it("pooling or normalize edited away from the graph's ONNX metadata, for verify and embed", async () => {
+    const mean = await edited("m-mean", (m) => (m.pooling = "mean"));
+    await refused(mean, /manifest\.json: pooling is mean but model\.fp32\.onnx was exported with pooling cls \(its ONNX metadata\)/);
+    await refused(mean, /pooling is mean but model\.fp32\.onnx was exported with pooling cls/, ["embed", mean, "hello"]);
+    const plain = await edited("m-nonorm", (m) => (m.normalize = false));
+    await refused(plain, /normalize is false but model\.fp32\.onnx was exported with normalize true/);
+  });
+
+  it("fields of the wrong type or out of range, each named with its value", async () => {
+    const cases: [string, (m: Record<string, any>) => void, RegExp][] = [
+      ["m-t1", (m) => (m.source.hidden_size = "32"), /field source\.hidden_size is "32", expected a positive integer/],
+      ["m-t2", (m) => (m.source.weights_sha256 = "abc"), /field source\.weights_sha256 is "abc", expected 64 lowercase hex digits/],
+      ["m-t3", (m) => (m.source.arch = "gpt2"), /field source\.arch is "gpt2", expected "bert" or "xlm-roberta"/],
+      ["m-t4", (m) => (m.normalize = "yes"), /field normalize is "yes", expected true or false/],
+      ["m-t5", (m) => (m.max_length = 1), /field max_length is 1, expected an integer ≥ 2/],
+      ["m-t6", (m) => (m.query_instruction = 5), /field query_instruction is 5, expected a string or null/],
+      ["m-t7", (m) => (m.files[0].role = "onnx-fp64"), /field files\[0\]\.role is "onnx-fp64", expected one of onnx-fp32, /],
+      ["m-t8", (m) => (m.files[1].size = -1), /field files\[1\]\.size is -1, expected a byte count/],
+      ["m-t9", (m) => delete m.source.model_id, /field source\.model_id is missing, expected a non-empty string/],
+      ["m-t10", (m) => (m.parity = []), /field parity is \[\], expected an object/],
+    ];
+    for (const [name, edit, pattern] of cases) await refused(await edited(name, edit), pattern);
+  });
+});
+
+describe("bge verify: the golden's settings against the candidate's", () => {
+  const ALLOW = "--allow-settings-mismatch";
+  const short = async () => {
+    const p = join(root, "short-queries.txt");
+    await writeFile(p, "北京\n上海的天气\n");
+    return p;
+  };
+  async function refused(args: string[], ...patterns: RegExp[]) {
+    const r = await bge("verify", ...args);
+    expect(r.code, r.stderr).toBe(2);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    for (const p of patterns) expect(lines[0]).toMatch(p);
+    expect(lines[0]).toMatch(/--allow-settings-mismatch/);
+  }
+
+  it("pooling and normalisation of the artifact", async () => {
+    const mean = join(root, "s-mean-onnx");
+    await ok("export", model, "-o", mean, "--pooling", "mean", "--precision", "fp32", "-q");
+    await refused([mean, "--golden", golden], /golden was made with pooling cls but the candidate pools mean/);
+    const plain = join(root, "s-nonorm-onnx");
+    await ok("export", model, "-o", plain, "--no-normalize", "--precision", "fp32", "-q");
+    await refused([plain, "--golden", golden], /golden was made with normalize true but the candidate runs with normalize false/);
+  });
+
+  it("max_length: refused even when every text is short; allowed, it passes and says so; verify --max-length matches it", async () => {
+    const g = join(root, "golden-64.json");
+    await ok("golden", model, "--texts", await short(), "--max-length", "64", "-o", g, "-q");
+    await refused([artifact, "--golden", g, "--precision", "fp32"], /golden was made with max_length 64 but the candidate truncates at 512/);
+    const r = await bge("verify", artifact, "--golden", g, "--precision", "fp32", "--json", "-q", ALLOW);
+    expect(r.code, r.stderr).toBe(0);
+    const rep = only(r);
+    expect(rep.diagnoses.map((d) => d.code)).toEqual(["settings"]);
+    expect(rep.diagnoses[0]!.message).toMatch(/max_length 64 but the candidate truncates at 512/);
+    const text = await bge("verify", artifact, "--golden", g, "--precision", "fp32", "-q", ALLOW);
+    expect(text.stdout).toMatch(/^PASS .*\n[^]*^ {2}note \[settings\]: .*max_length 64 but the candidate truncates at 512/m);
+    const matched = await bge("verify", artifact, "--golden", g, "--precision", "fp32", "--max-length", "64", "--json", "-q");
+    expect(matched.code, matched.stderr).toBe(0);
+    expect(only(matched).diagnoses).toEqual([]);
+  });
+
+  it("the query instruction: refused naming both; allowed, it fails with the instruction diagnosis too", async () => {
+    const g = join(root, "golden-instr.json");
+    await ok("golden", model, "--texts", await short(), "--queries", await short(), "--instruction", "Query: ", "-o", g, "-q");
+    await refused([artifact, "--golden", g], /golden was made with query instruction "Query: " but the candidate uses "为这个句子生成表示以用于检索相关文章："/);
+    const r = await bge("verify", artifact, "--golden", g, "--precision", "fp32", "--json", "-q", ALLOW);
+    expect(r.code, r.stderr).toBe(1);
+    expect(only(r).diagnoses.map((d) => d.code)).toEqual(["instruction", "settings"]);
+    // The runtime instruction is what counts: verify --instruction makes it match.
+    const matched = await bge("verify", artifact, "--golden", g, "--precision", "fp32", "--instruction", "Query: ", "-q");
+    expect(matched.code, matched.stderr).toBe(0);
+    // A golden without queries never applied its instruction: nothing to compare.
+    const passages = join(root, "golden-instr-passages.json");
+    await ok("golden", model, "--texts", await short(), "--no-instruction", "-o", passages, "-q");
+    expect((await bge("verify", artifact, "--golden", passages, "--precision", "fp32", "-q")).code).toBe(0);
+  });
+
+  it("several differences in one line", async () => {
+    const g = join(root, "golden-multi.json");
+    await ok("golden", model, "--texts", await short(), "--queries", await short(), "--no-instruction", "--max-length", "32", "-o", g, "-q");
+    await refused([artifact, "--golden", g], /max_length 32 but the candidate truncates at 512; golden was made with query instruction none but the candidate uses "为/);
   });
 });
 

@@ -7,17 +7,21 @@ import { writeFileAtomic } from "../util/atomic.js";
 export const ARTIFACT_FORMAT = "bge-artifact/1";
 export const MANIFEST_NAME = "manifest.json";
 
-export type ArtifactRole =
-  | "onnx-fp32"
-  | "onnx-fp16"
-  | "onnx-int8-qdq"
-  | "onnx-int8-dynamic"
-  | "onnx-data"
-  | "trt-fp16"
-  | "trt-int8"
-  | "calib-cache"
-  | "tokenizer"
-  | "config";
+/** Every role a manifest may give a file (SPEC "Artifact folder"); anything else is refused on reading. */
+export const ARTIFACT_ROLES = [
+  "onnx-fp32",
+  "onnx-fp16",
+  "onnx-int8-qdq",
+  "onnx-int8-dynamic",
+  "onnx-data",
+  "trt-fp16",
+  "trt-int8",
+  "trt-fp32",
+  "calib-cache",
+  "tokenizer",
+  "config",
+] as const;
+export type ArtifactRole = (typeof ARTIFACT_ROLES)[number];
 
 export interface BuiltBy {
   tool: string;
@@ -47,7 +51,7 @@ export interface ParityRecord {
 export interface Manifest {
   format: typeof ARTIFACT_FORMAT;
   created: string;
-  source: { model_id: string; revision: string | null; weights_sha256: string; arch: string; hidden_size: number };
+  source: { model_id: string; revision: string | null; weights_sha256: string; arch: "bert" | "xlm-roberta"; hidden_size: number };
   pooling: "cls" | "mean" | "none";
   normalize: boolean;
   max_length: number;
@@ -77,14 +81,64 @@ export async function readManifest(dir: string): Promise<Manifest> {
     const code = (err as NodeJS.ErrnoException).code;
     throw new UsageError(code === "ENOENT" ? `${dir}: not an artifact folder (no ${MANIFEST_NAME}; make one with bge export)` : `${path}: unreadable manifest (${(err as Error).message})`);
   }
-  const m = raw as Manifest;
-  if (m?.format !== ARTIFACT_FORMAT) throw new UsageError(`${path}: format is ${JSON.stringify(m?.format)}, expected "${ARTIFACT_FORMAT}"`);
-  if (!Array.isArray(m.files)) throw new UsageError(`${path}: manifest has no files list`);
+  return validateManifest(raw, path, dir);
+}
+
+/**
+ * Checks every field of a parsed manifest against the Manifest type: runners trust these fields
+ * (pooling, normalize, max_length pick how vectors are computed), so a wrong one is exit 2 naming
+ * the field and its value, never a silently different vector.
+ */
+export function validateManifest(raw: unknown, path: string, dir: string): Manifest {
+  const bad = (field: string, value: unknown, expected: string) =>
+    new UsageError(`${path}: field ${field} is ${value === undefined ? "missing" : JSON.stringify(value)}, expected ${expected}`);
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  const isSha256 = (v: unknown) => typeof v === "string" && /^[0-9a-f]{64}$/.test(v);
+  const isCount = (v: unknown, min: number) => typeof v === "number" && Number.isSafeInteger(v) && v >= min;
+  if (!isObject(raw)) throw new UsageError(`${path}: manifest is not a JSON object`);
+  const m = raw;
+  if (m.format !== ARTIFACT_FORMAT) throw new UsageError(`${path}: format is ${JSON.stringify(m.format)}, expected "${ARTIFACT_FORMAT}"`);
+  if (typeof m.created !== "string") throw bad("created", m.created, "a timestamp string");
+
+  const src = m.source;
+  if (!isObject(src)) throw bad("source", src, "an object");
+  if (typeof src.model_id !== "string" || !src.model_id) throw bad("source.model_id", src.model_id, "a non-empty string");
+  if (src.revision !== null && typeof src.revision !== "string") throw bad("source.revision", src.revision, "a commit string or null");
+  if (!isSha256(src.weights_sha256)) throw bad("source.weights_sha256", src.weights_sha256, "64 lowercase hex digits");
+  if (src.arch !== "bert" && src.arch !== "xlm-roberta") throw bad("source.arch", src.arch, '"bert" or "xlm-roberta"');
+  if (!isCount(src.hidden_size, 1)) throw bad("source.hidden_size", src.hidden_size, "a positive integer");
+
+  if (m.pooling !== "cls" && m.pooling !== "mean" && m.pooling !== "none") throw bad("pooling", m.pooling, '"cls", "mean" or "none"');
+  if (typeof m.normalize !== "boolean") throw bad("normalize", m.normalize, "true or false");
+  if (!isCount(m.max_length, 2)) throw bad("max_length", m.max_length, "an integer ≥ 2");
+  if (m.query_instruction !== null && typeof m.query_instruction !== "string") throw bad("query_instruction", m.query_instruction, "a string or null");
+
+  if (!Array.isArray(m.files)) throw bad("files", m.files, "a list of files");
   const root = resolve(dir);
-  for (const f of m.files) {
-    if (typeof f.path !== "string" || !resolve(root, f.path).startsWith(root + sep)) throw new UsageError(`${path}: file entry ${JSON.stringify(f.path)} points outside the artifact folder`);
+  const inside = (p: unknown) => typeof p === "string" && p !== "" && resolve(root, p).startsWith(root + sep);
+  m.files.forEach((f: unknown, i: number) => {
+    const at = `files[${i}]`;
+    if (!isObject(f)) throw bad(at, f, "an object");
+    if (!inside(f.path)) throw new UsageError(`${path}: file entry ${JSON.stringify(f.path)} points outside the artifact folder`);
+    if (!(ARTIFACT_ROLES as readonly unknown[]).includes(f.role)) throw bad(`${at}.role`, f.role, `one of ${ARTIFACT_ROLES.join(", ")}`);
+    if (!isSha256(f.sha256)) throw bad(`${at}.sha256`, f.sha256, "64 lowercase hex digits");
+    if (!isCount(f.size, 0)) throw bad(`${at}.size`, f.size, "a byte count");
+    if (f.external_data !== undefined && !inside(f.external_data)) throw new UsageError(`${path}: external data ${JSON.stringify(f.external_data)} of ${f.path} points outside the artifact folder`);
+    const b = f.built_by;
+    if (b !== undefined && !(isObject(b) && typeof b.tool === "string" && typeof b.version === "string" && Array.isArray(b.args) && b.args.every((a) => typeof a === "string"))) {
+      throw bad(`${at}.built_by`, b, "{tool, version, args: [strings]}");
+    }
+  });
+
+  if (!isObject(m.parity)) throw bad("parity", m.parity, "an object of parity results by file");
+  for (const [file, r] of Object.entries(m.parity)) {
+    // A failed run may record NaN cosines, which JSON writes as null.
+    const cos = (v: unknown) => v === null || typeof v === "number";
+    if (!isObject(r) || typeof r.pass !== "boolean" || !cos(r.min_cosine) || !cos(r.mean_cosine) || !cos(r.tolerance)) {
+      throw bad(`parity[${JSON.stringify(file)}]`, r, "{pass, golden, min_cosine, mean_cosine, tolerance, checked_at}");
+    }
   }
-  return m;
+  return m as unknown as Manifest;
 }
 
 /** Refuses an artifact whose files differ from what its manifest recorded (sha256 and size), naming the first. */

@@ -185,6 +185,7 @@ export function buildProgram(): Command {
     .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
     .option("--max-length <n>", "runtime max_length (default: the artifact's)", int("--max-length", 2))
     .option("--model-id <id>", "the candidate's model id, where it cannot be read from a manifest")
+    .option("--allow-settings-mismatch", "run although the golden was made with other pooling, normalize, max_length or query instruction than the candidate runs with (reported as a settings diagnosis)", false)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
     .addHelpText("after", "\nExample:\n  bge verify /tmp/t-onnx --golden golden/tiny.json --junit parity.xml")
@@ -202,6 +203,7 @@ export function buildProgram(): Command {
           maxLength: opts.maxLength,
           instruction: instructionFrom(opts),
           modelId: opts.modelId,
+          allowSettingsMismatch: opts.allowSettingsMismatch,
         },
         outputFor(cmd),
       );

@@ -7,7 +7,7 @@ import { ParityError, UsageError } from "../errors.js";
 import { reportJUnit, reportJson, renderText } from "../parity/report.js";
 import { resolveTolerance } from "../parity/tolerances.js";
 import { probeFp16Range } from "../parity/fp16-range.js";
-import { verifyAgainstGolden, type VerifyReport } from "../parity/verify.js";
+import { refuseSettingsMismatch, verifyAgainstGolden, type VerifyReport } from "../parity/verify.js";
 import { loadEmbedder } from "../runners/load-embedder.js";
 import { OnnxEmbedder } from "../runners/onnx-embedder.js";
 import { writeFileAtomic } from "../util/atomic.js";
@@ -25,6 +25,8 @@ export interface VerifyCommandOptions {
   maxLength?: number;
   instruction?: string | null;
   modelId?: string;
+  /** Run although the golden was made with other settings (a settings diagnosis says which). */
+  allowSettingsMismatch?: boolean;
 }
 
 /** Which files to verify: every ONNX of an artifact folder (or --precision's), or the one file given. */
@@ -66,7 +68,7 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
   const { manifest, targets } = await candidateTargets(options.candidate, options.precision);
   const reports: VerifyReport[] = [];
   for (const target of targets) {
-    const { embedder, spec } = await loadEmbedder(target.path, {
+    const { embedder, spec, target: loaded } = await loadEmbedder(target.path, {
       backend: "onnx",
       precision: target.precision,
       maxLength: options.maxLength,
@@ -75,6 +77,7 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
     try {
       if (!(embedder instanceof OnnxEmbedder)) throw new UsageError(`${options.candidate}: verify needs an ONNX model or engine`);
       checkGoldenMatches(golden, options.golden, options.candidate, embedder.dimension, options.modelId ?? spec.id, manifest);
+      if (!options.allowSettingsMismatch) refuseSettingsMismatch(golden, options.golden, embedder.modelPath, embedder.spec);
       const { tolerance, notes } = resolveTolerance(embedder.precision, {
         cli: options.tolerance,
         pipeline: pipeline?.precisions?.[embedder.precision],
@@ -84,6 +87,8 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
       const report = await verifyAgainstGolden(embedder, golden, {
         goldenPath: options.golden,
         candidatePath: embedder.modelPath,
+        candidateRole: loaded.role ?? null,
+        allowSettingsMismatch: options.allowSettingsMismatch,
         tolerance,
         toleranceNotes: notes,
         batchSize: options.batchSize,

@@ -17,6 +17,7 @@ export interface Diagnosis {
     | "token-type-ids"
     | "tokenizer"
     | "batch-dependence"
+    | "settings"
     | "unexplained";
   message: string;
   /** Golden item indices the diagnosis is about. */

@@ -49,18 +49,28 @@ export function renderText(report: VerifyReport): string {
     lines.push("");
     lines.push(`  gate failed: ${report.failures.join("; ")}`);
     for (const d of report.diagnoses) lines.push(`  diagnosis [${d.code}]: ${d.message}`);
+  } else if (report.diagnoses.length) {
+    // A pass can still carry a caveat (settings allowed to differ from the golden's).
+    lines.push("");
+    for (const d of report.diagnoses) lines.push(`  note [${d.code}]: ${d.message}`);
   }
   return lines.join("\n");
 }
 
-/** The JSON report (SPEC's fields): per-item rows keep index, cosine, max_abs_diff, tokens_match. */
+export const VERIFY_REPORT_FORMAT = "bge-verify/1";
+
+/**
+ * The JSON report (SPEC "Verify report"): one shape whatever the number of candidates, so a CI script
+ * does not break when a precision is added — `{format, pass, golden, artifacts: [...]}`, one entry per
+ * file verified; per-item rows keep index, cosine, max_abs_diff, tokens_match.
+ */
 export function reportJson(reports: VerifyReport[]): unknown {
+  if (!reports.length) throw new Error("reportJson: no reports");
   const shape = (r: VerifyReport) => ({
     pass: r.pass,
+    candidate: r.candidate,
     tolerance: r.tolerance,
     tolerance_notes: r.tolerance_notes,
-    candidate: r.candidate,
-    golden: r.golden,
     settings: r.settings,
     summary: r.summary,
     retrieval: r.retrieval,
@@ -70,7 +80,8 @@ export function reportJson(reports: VerifyReport[]): unknown {
     diagnoses: r.diagnoses,
     seconds: r.seconds,
   });
-  return reports.length === 1 ? shape(reports[0]!) : { pass: reports.every((r) => r.pass), artifacts: reports.map(shape) };
+  // Every candidate ran against the same golden file.
+  return { format: VERIFY_REPORT_FORMAT, pass: reports.every((r) => r.pass), golden: reports[0]!.golden, artifacts: reports.map(shape) };
 }
 
 /** JSON has no Infinity: non-finite numbers become null. */

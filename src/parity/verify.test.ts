@@ -1,10 +1,12 @@
 import { describe, expect, it } from "vitest";
 import type { GoldenFile } from "../artifacts/golden.js";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
+import { usageError } from "../../test/helpers/usage-error.js";
 import type { DiagnosableCandidate } from "./diagnose.js";
 import { spearman, retrievalAgreement } from "./retrieval.js";
 import { DEFAULT_TOLERANCES, resolveTolerance } from "./tolerances.js";
-import { verifyAgainstGolden } from "./verify.js";
+import { reportJson } from "./report.js";
+import { settingsDifferences, verifyAgainstGolden } from "./verify.js";
 
 const unit = (v: number[]) => {
   const n = Math.hypot(...v);
@@ -80,6 +82,55 @@ describe("verifyAgainstGolden", () => {
   });
 });
 
+describe("the golden's settings against the candidate's", () => {
+  const spec = { pooling: "cls" as const, normalize: true, maxLength: 512, queryInstruction: undefined };
+
+  it("names each differing setting with both values; the instruction only where the golden has queries", () => {
+    const g = golden();
+    expect(settingsDifferences(g, spec)).toEqual([]);
+    const other = { pooling: "mean" as const, normalize: false, maxLength: 128, queryInstruction: "Q: " };
+    expect(settingsDifferences(g, other).map((d) => d.message)).toEqual([
+      "golden was made with pooling cls but the candidate pools mean",
+      "golden was made with normalize true but the candidate runs with normalize false",
+      "golden was made with max_length 512 but the candidate truncates at 128",
+      'golden was made with query instruction none but the candidate uses "Q: "',
+    ]);
+    const passagesOnly = { ...g, items: g.items.filter((i) => i.kind === "passage") };
+    expect(settingsDifferences(passagesOnly, { ...spec, queryInstruction: "Q: " })).toEqual([]);
+  });
+
+  it("refuses a mismatch (exit 2, one line) unless allowed; allowed, a passing run still carries a settings diagnosis", async () => {
+    const g = golden();
+    const candidate = fake(g, (_t, v) => v);
+    candidate.spec = { ...candidate.spec, maxLength: 64 };
+    const e = await usageError(() => verifyAgainstGolden(candidate, g, opts));
+    expect(e.message).toMatch(/^g\.json does not match c\.onnx: golden was made with max_length 512 but the candidate truncates at 64\. .*--allow-settings-mismatch/);
+    const r = await verifyAgainstGolden(candidate, g, { ...opts, allowSettingsMismatch: true });
+    expect(r.pass).toBe(true);
+    expect(r.diagnoses).toEqual([{ code: "settings", message: expect.stringMatching(/max_length 512 but the candidate truncates at 64/) }]);
+  });
+});
+
+describe("the JSON report", () => {
+  it("has one shape for one candidate and for two: {format, pass, golden, artifacts}", async () => {
+    const g = golden();
+    const a = await verifyAgainstGolden(fake(g, (_t, v) => v), g, { ...opts, candidateRole: "onnx-fp32" });
+    const one = reportJson([a]) as Record<string, unknown>;
+    const two = reportJson([a, { ...a, pass: false }]) as Record<string, unknown>;
+    for (const [rep, n] of [[one, 1], [two, 2]] as const) {
+      expect(Object.keys(rep).sort()).toEqual(["artifacts", "format", "golden", "pass"]);
+      expect(rep.format).toBe("bge-verify/1");
+      expect(rep.golden).toEqual({ path: "g.json", model_id: "m", items: 6, producer: "bge-reference t" });
+      expect(rep.artifacts).toHaveLength(n);
+      const entry = (rep.artifacts as Record<string, unknown>[])[0]!;
+      expect(entry.candidate).toEqual({ path: "c.onnx", role: "onnx-fp32", precision: "fp32", backend: "fake" });
+      expect(entry).not.toHaveProperty("golden");
+    }
+    expect(one.pass).toBe(true);
+    expect(two.pass).toBe(false);
+  });
+});
+
 describe("tolerances", () => {
   it("uses SPEC's defaults per precision and lets --tolerance override the minimum", () => {
     expect(resolveTolerance("fp32").tolerance.min_cosine).toBe(0.99999);
@@ -87,7 +138,7 @@ describe("tolerances", () => {
     expect(resolveTolerance("int8-dynamic").tolerance).toMatchObject({ min_cosine: 0.98, mean_cosine: 0.99 });
     expect(resolveTolerance("fp16", { cli: 0.9995 }).tolerance.min_cosine).toBe(0.9995);
     expect(resolveTolerance("fp32", { pipeline: { min_cosine: 0.99998, norm: 1e-4 } }).tolerance).toMatchObject({ min_cosine: 0.99998, norm: 1e-4, mean_cosine: 0.999999 });
-    expect(() => resolveTolerance("fp32", { cli: 1.5 })).toThrow(/must be a cosine/);
+    expect(() => resolveTolerance("fp32", { cli: 1.5 })).toThrow(/--tolerance 1\.5 must be/);
   });
 
   it("caps an fp32 gate at fp16 agreement when the golden itself was computed in FP16, and says so", () => {

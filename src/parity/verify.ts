@@ -1,4 +1,6 @@
 import type { GoldenFile } from "../artifacts/golden.js";
+import type { ModelSpec } from "../checkpoint/model-spec.js";
+import { UsageError } from "../errors.js";
 import type { TextKind } from "../runners/embedder.js";
 import { diagnose, type DiagnosableCandidate, type Diagnosis } from "./diagnose.js";
 import { compareEmbeddings, cosineSimilarity, relativeNormDiff, sameIds, type ComparisonSummary } from "./metrics.js";
@@ -22,9 +24,10 @@ export interface VerifyReport {
   pass: boolean;
   tolerance: Tolerance;
   tolerance_notes: string[];
-  candidate: { path: string; precision: string; backend: string };
+  candidate: { path: string; role: string | null; precision: string; backend: string };
   golden: { path: string; model_id: string; items: number; producer: string };
-  settings: { max_length: number; query_instruction: string | null; batch_size: number };
+  /** The runtime settings the candidate ran with. */
+  settings: { pooling: string; normalize: boolean; max_length: number; query_instruction: string | null; batch_size: number };
   summary: ComparisonSummary & { token_mismatches: number; topk_agreement: number | null; batch_drift: number; max_norm_diff: number };
   retrieval: RetrievalAgreement | null;
   /** FP16 candidates: tensors that cannot be held in FP16 (see probeFp16Range). */
@@ -39,6 +42,10 @@ export interface VerifyReport {
 export interface VerifyOptions {
   goldenPath: string;
   candidatePath: string;
+  /** The candidate's role in its artifact's manifest (onnx-fp32, …); null for a bare file. */
+  candidateRole?: string | null;
+  /** Run even when the candidate's settings differ from the golden producer's (a settings diagnosis says how). */
+  allowSettingsMismatch?: boolean;
   tolerance: Tolerance;
   toleranceNotes: string[];
   batchSize?: number;
@@ -46,6 +53,46 @@ export interface VerifyOptions {
   onProgress?: (done: number, total: number) => void;
   /** Runs the FP16 range probe over token id batches (FP16 candidates only). */
   probeFp16?: (batches: number[][][]) => Promise<Fp16RangeResult>;
+}
+
+/** One runtime setting in which the candidate differs from the golden's producer. */
+export interface SettingsDifference {
+  setting: "pooling" | "normalize" | "max_length" | "query_instruction";
+  golden: string | number | boolean | null;
+  candidate: string | number | boolean | null;
+  /** "golden was made with pooling mean but the candidate pools cls" */
+  message: string;
+}
+
+/**
+ * Compares the golden's producer settings with the candidate's runtime ones (after verify's
+ * --max-length/--instruction). Any difference changes vectors or may do so, so each is reported,
+ * max_length too even when every golden text is shorter than both limits: the rule stays simple and
+ * predictable. The instruction is compared only when the golden holds queries, the only texts it touches.
+ */
+export function settingsDifferences(golden: GoldenFile, spec: Pick<ModelSpec, "pooling" | "normalize" | "maxLength" | "queryInstruction">): SettingsDifference[] {
+  const p = golden.producer;
+  const out: SettingsDifference[] = [];
+  const add = (setting: SettingsDifference["setting"], g: SettingsDifference["golden"], c: SettingsDifference["candidate"], message: string) => out.push({ setting, golden: g, candidate: c, message });
+  if (p.pooling !== spec.pooling) add("pooling", p.pooling, spec.pooling, `golden was made with pooling ${p.pooling} but the candidate pools ${spec.pooling}`);
+  if (p.normalize !== spec.normalize) add("normalize", p.normalize, spec.normalize, `golden was made with normalize ${p.normalize} but the candidate runs with normalize ${spec.normalize}`);
+  if (p.max_length !== spec.maxLength) add("max_length", p.max_length, spec.maxLength, `golden was made with max_length ${p.max_length} but the candidate truncates at ${spec.maxLength}`);
+  const gi = p.query_instruction ?? null;
+  const ci = spec.queryInstruction ?? null;
+  if (gi !== ci && golden.items.some((it) => it.kind === "query")) {
+    const show = (i: string | null) => (i === null ? "none" : JSON.stringify(i));
+    add("query_instruction", gi, ci, `golden was made with query instruction ${show(gi)} but the candidate uses ${show(ci)}`);
+  }
+  return out;
+}
+
+/** Exit 2 naming every difference, for a candidate whose settings differ from the golden's without --allow-settings-mismatch. */
+export function refuseSettingsMismatch(golden: GoldenFile, goldenPath: string, candidatePath: string, spec: Parameters<typeof settingsDifferences>[1]): void {
+  const differences = settingsDifferences(golden, spec);
+  if (!differences.length) return;
+  throw new UsageError(
+    `${goldenPath} does not match ${candidatePath}: ${differences.map((d) => d.message).join("; ")}. Make the golden with the candidate's settings (verify's --max-length and --instruction set the runtime ones), or pass --allow-settings-mismatch if the difference is intended`,
+  );
 }
 
 /** Golden item indices by kind, in golden order. */
@@ -62,6 +109,8 @@ function split(golden: GoldenFile): Record<TextKind, number[]> {
  */
 export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golden: GoldenFile, options: VerifyOptions): Promise<VerifyReport> {
   const started = performance.now();
+  if (!options.allowSettingsMismatch) refuseSettingsMismatch(golden, options.goldenPath, options.candidatePath, candidate.spec);
+  const differences = settingsDifferences(golden, candidate.spec);
   const batchSize = options.batchSize ?? 32;
   const n = golden.items.length;
   const groups = split(golden);
@@ -167,14 +216,27 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
       });
     }
   }
+  // Allowed differences are reported whatever the verdict: a pass under other settings says less.
+  if (differences.length) {
+    diagnoses.push({
+      code: "settings",
+      message: `the candidate runs with other settings than the golden (allowed by --allow-settings-mismatch): ${differences.map((d) => d.message).join("; ")}`,
+    });
+  }
 
   return {
     pass,
     tolerance: tol,
     tolerance_notes: options.toleranceNotes,
-    candidate: { path: options.candidatePath, precision: candidate.precision, backend: options.backend },
+    candidate: { path: options.candidatePath, role: options.candidateRole ?? null, precision: candidate.precision, backend: options.backend },
     golden: { path: options.goldenPath, model_id: golden.model.id, items: n, producer: `${golden.producer.name} ${golden.producer.version}` },
-    settings: { max_length: candidate.spec.maxLength, query_instruction: candidate.spec.queryInstruction ?? null, batch_size: batchSize },
+    settings: {
+      pooling: candidate.spec.pooling,
+      normalize: candidate.spec.normalize,
+      max_length: candidate.spec.maxLength,
+      query_instruction: candidate.spec.queryInstruction ?? null,
+      batch_size: batchSize,
+    },
     summary: {
       ...summary,
       token_mismatches: tokenMismatches,

@@ -7,6 +7,7 @@ import { UsageError } from "../errors.js";
 import { ReferenceEmbedder } from "../reference/reference-embedder.js";
 import type { Embedder } from "./embedder.js";
 import { OnnxEmbedder } from "./onnx-embedder.js";
+import { readOnnxMetadata } from "../onnx/model-metadata.js";
 import { isFile } from "../util/fs.js";
 
 export type Backend = "reference" | "onnx";
@@ -28,7 +29,7 @@ export interface LoadedEmbedder {
   embedder: Embedder | OnnxEmbedder;
   spec: ModelSpec;
   /** What the target was, and the file that computes the vectors. */
-  target: { kind: "checkpoint" | "artifact" | "onnx"; path: string; precision?: string; manifest?: Manifest };
+  target: { kind: "checkpoint" | "artifact" | "onnx"; path: string; precision?: string; manifest?: Manifest; role?: ArtifactFile["role"] };
 }
 
 function specOverrides(o: LoadEmbedderOptions) {
@@ -73,6 +74,9 @@ export async function loadEmbedder(target: string, options: LoadEmbedderOptions 
     if (await isFile(hubOnnx)) return loadEmbedder(hubOnnx, options);
     throw new UsageError(`${target} is a checkpoint without ONNX; run bge export ${target} -o DIR and embed DIR`);
   }
+  if (options.precision !== undefined) {
+    throw new UsageError(`--precision ${options.precision} does not apply to the reference backend (it computes in float64); give an artifact folder or an .onnx file to choose a precision`);
+  }
   const spec = await readModelSpec(dir, specOverrides(options));
   return { embedder: await ReferenceEmbedder.load(spec), spec, target: { kind: "checkpoint", path: dir } };
 }
@@ -88,10 +92,32 @@ async function loadArtifactFile(dir: string, manifest: Manifest, file: ArtifactF
     maxLength: options.maxLength ?? manifest.max_length,
     queryInstruction: options.instruction !== undefined ? options.instruction : manifest.query_instruction,
   });
+  await checkGraphMetadata(dir, manifest, file);
   const embedder = await OnnxEmbedder.load(join(dir, file.path), spec, dir, {
     threads: options.threads,
     graphPooling: { pooling: manifest.pooling, normalize: manifest.normalize },
     precision: file.role.slice(5),
   });
-  return { embedder, spec, target: { kind: "artifact", path: join(dir, file.path), precision: file.role.slice(5), manifest } };
+  const graphDim = embedder.graphDimension;
+  if (graphDim !== undefined && graphDim !== manifest.source.hidden_size) {
+    await embedder.deactivate();
+    throw new UsageError(`${join(dir, MANIFEST_NAME)}: source.hidden_size is ${manifest.source.hidden_size} but ${file.path} outputs ${graphDim}-dimensional vectors: the manifest does not describe this graph`);
+  }
+  return { embedder, spec, target: { kind: "artifact", path: join(dir, file.path), precision: file.role.slice(5), manifest, role: file.role } };
+}
+
+/**
+ * The manifest is not hashed, so its pooling and normalize could be edited away from what the graph
+ * computes; the runner would then trust a `sentence_embedding` pooled otherwise. bge export records
+ * both in the ONNX metadata, which must agree (graphs without that metadata are not bge's: skipped).
+ */
+async function checkGraphMetadata(dir: string, manifest: Manifest, file: ArtifactFile): Promise<void> {
+  const meta = await readOnnxMetadata(join(dir, file.path));
+  const where = `${join(dir, MANIFEST_NAME)}`;
+  if (meta?.pooling !== undefined && meta.pooling !== manifest.pooling) {
+    throw new UsageError(`${where}: pooling is ${manifest.pooling} but ${file.path} was exported with pooling ${meta.pooling} (its ONNX metadata): the manifest does not describe this graph`);
+  }
+  if (meta?.normalize !== undefined && meta.normalize !== String(manifest.normalize)) {
+    throw new UsageError(`${where}: normalize is ${manifest.normalize} but ${file.path} was exported with normalize ${meta.normalize} (its ONNX metadata): the manifest does not describe this graph`);
+  }
 }

@@ -58,6 +58,11 @@ export class OnnxEmbedder implements Embedder {
     return this.spec.config.hiddenSize;
   }
 
+  /** The output width the graph itself declares (undefined when symbolic). */
+  get graphDimension(): number | undefined {
+    return outputDimension(this.session);
+  }
+
   get inputNames(): readonly string[] {
     return this.session.inputNames;
   }
@@ -86,6 +91,12 @@ export class OnnxEmbedder implements Embedder {
     const hiddenOutput = HIDDEN_OUTPUTS.find((n) => session.outputNames.includes(n));
     if (!useGraphPooling && !hiddenOutput) {
       throw new UsageError(`${modelPath}: outputs ${session.outputNames.join(", ")} include no hidden states (last_hidden_state or token_embeddings) to pool ${spec.pooling}`);
+    }
+    // Vectors are sliced by the config's hidden size: a graph of another width would give garbage, not an error.
+    const graphDim = outputDimension(session);
+    if (graphDim !== undefined && graphDim !== spec.config.hiddenSize) {
+      await session.release();
+      throw new UsageError(`${modelPath}: the graph outputs ${graphDim}-dimensional vectors but config.json says hidden_size ${spec.config.hiddenSize}: the model and its config do not belong together`);
     }
     return new OnnxEmbedder(modelPath, spec, session, tokenizer, useGraphPooling, hiddenOutput, options.precision ?? precisionFromFileName(modelPath));
   }
@@ -191,6 +202,13 @@ export class OnnxEmbedder implements Embedder {
   async deactivate(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** The last axis of the vector or hidden-state output, where the graph declares it as a number. */
+export function outputDimension(session: ort.InferenceSession): number | undefined {
+  const meta = session.outputMetadata.find((m) => m.name === "sentence_embedding" || HIDDEN_OUTPUTS.includes(m.name));
+  const last = meta?.isTensor ? meta.shape.at(-1) : undefined;
+  return typeof last === "number" && last > 0 ? last : undefined;
 }
 
 function oneLine(s: string): string {
