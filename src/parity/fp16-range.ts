@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import * as ort from "onnxruntime-node";
+import { ort } from "../runners/ort.js";
 import { ModelProto, OnnxType } from "../onnx/proto.js";
 
 export interface Fp16RangeResult {

@@ -1,5 +1,5 @@
 import { availableParallelism } from "node:os";
-import * as ort from "onnxruntime-node";
+import { executionProviders, ort } from "./ort.js";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { UsageError } from "../errors.js";
 import { l2Normalize, poolHidden } from "../parity/pooling.js";
@@ -76,6 +76,7 @@ export class OnnxEmbedder implements Embedder {
         executionMode: "sequential",
         intraOpNumThreads: options.threads ?? availableParallelism(),
         interOpNumThreads: 1,
+        executionProviders: executionProviders(),
       });
     } catch (err) {
       throw new UsageError(`${modelPath}: ONNX Runtime cannot load this model (${oneLine((err as Error).message)})`);
