@@ -248,10 +248,10 @@ describe("non-finite weights", () => {
     const pattern = /model\.safetensors: tensor encoder\.layer\.1\.output\.dense\.weight holds NaN at element 7 of 2048; the weights are corrupt/;
     expectRefusal(await embed(dir), pattern);
     await expectGoldenRefused(dir, pattern);
-    // Found while the weights stream into the graph: the folder may exist, but holds nothing.
+    // Found while the weights stream into the graph: the folder this run created is removed again.
     const out = join(root, `onnx-${caseNo}`);
     expectRefusal(await runBge(["export", dir, "-o", out, "--quiet"]), pattern);
-    expect(existsSync(out) ? await readdir(out) : []).toEqual([]);
+    expect(existsSync(out)).toBe(false);
   });
 
   it("-Infinity in the word embeddings", async () => {

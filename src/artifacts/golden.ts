@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { UsageError } from "../errors.js";
-import { writeFileAtomic } from "../util/atomic.js";
+import { assertInputFile } from "../util/io-paths.js";
+import { writeOutputFile } from "../util/atomic.js";
 
 export const GOLDEN_FORMAT = "bge-golden/1";
 
@@ -34,12 +35,13 @@ export async function writeGolden(path: string, golden: GoldenFile): Promise<voi
   const headJson = JSON.stringify(head, null, 2);
   const body = items.map((it) => "    " + JSON.stringify(it)).join(",\n");
   const text = `${headJson.slice(0, -2)},\n  "items": [\n${body}\n  ]\n}\n`;
-  await writeFileAtomic(path, text);
+  await writeOutputFile(path, text);
 }
 
 /** Reads and validates a golden file; anything malformed is a one-line UsageError naming the file and the problem. */
 export async function readGolden(path: string): Promise<GoldenFile> {
   let text: string;
+  await assertInputFile(path, "golden file");
   try {
     text = await readFile(path, "utf8");
   } catch (err) {

@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { UsageError } from "../errors.js";
+import { assertInputFile } from "../util/io-paths.js";
 import type { Tolerance } from "../parity/tolerances.js";
 
 /** A declarative recipe (pipelines/<model>.json); verify reads its tolerances. */
@@ -18,6 +19,7 @@ const TOLERANCE_KEYS = ["min_cosine", "mean_cosine", "batch_drift", "topk_agreem
 
 export async function readPipeline(path: string): Promise<Pipeline> {
   let raw: unknown;
+  await assertInputFile(path, "pipeline file");
   try {
     raw = JSON.parse(await readFile(path, "utf8"));
   } catch (err) {

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
+import { assertInputFile } from "../util/io-paths.js";
 
 export type Arch = "bert" | "xlm-roberta";
 
@@ -33,6 +34,7 @@ const ACCEPTED_ARCHITECTURES: Record<string, Arch> = {
 
 export async function readJsonFile(path: string, what: string): Promise<unknown> {
   let text: string;
+  await assertInputFile(path, what);
   try {
     text = await readFile(path, "utf8");
   } catch (err) {

@@ -1,5 +1,6 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { UsageError } from "../errors.js";
+import { assertInputFile } from "../util/io-paths.js";
 import { DTYPE_BYTES, elementCount, type DType, type TensorInfo, type TensorSource } from "./tensor.js";
 
 /** A header larger than this is not a BGE checkpoint (bge-m3's has ~400 entries, a few tens of KB). */
@@ -18,6 +19,7 @@ interface Entry extends TensorInfo {
  */
 export async function readSafetensors(path: string): Promise<TensorSource> {
   let handle: FileHandle;
+  await assertInputFile(path, "safetensors file");
   try {
     handle = await open(path, "r");
   } catch (err) {

@@ -1,6 +1,7 @@
 import { open, type FileHandle } from "node:fs/promises";
 import * as zlib from "node:zlib";
 import { UsageError } from "../errors.js";
+import { assertInputFile } from "../util/io-paths.js";
 
 /**
  * A minimal, read-only zip reader for torch.save archives: it parses the central directory (with
@@ -196,6 +197,8 @@ function corrupt(path: string, detail: string): UsageError {
 }
 
 async function openFile(path: string): Promise<FileHandle> {
+  // A FIFO or a device (weights linked to /dev/zero) would block or be read for ever.
+  await assertInputFile(path, "checkpoint file");
   try {
     return await open(path, "r");
   } catch (err) {

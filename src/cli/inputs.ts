@@ -1,5 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { UsageError } from "../errors.js";
+import { assertInputFile } from "../util/io-paths.js";
+import { decodeUtf8Strict } from "../util/strict-utf8.js";
 
 /**
  * Texts from a file: `.json` (an array of strings), `.jsonl` (one JSON string or {"text": …} per
@@ -8,10 +10,16 @@ import { UsageError } from "../errors.js";
  */
 export async function readTextsFile(path: string): Promise<string[]> {
   let content: string;
-  try {
-    content = path === "-" ? await readStdin() : await readFile(path, "utf8");
-  } catch (err) {
-    throw new UsageError(`${path}: cannot read texts (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  if (path === "-") content = decodeUtf8Strict(await readStdin(), "standard input");
+  else {
+    await assertInputFile(path, "texts file");
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      throw new UsageError(`${path}: cannot read texts (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+    content = decodeUtf8Strict(bytes, path);
   }
   if (path.endsWith(".json")) {
     let parsed: unknown;
@@ -41,10 +49,10 @@ export async function readTextsFile(path: string): Promise<string[]> {
   return lines.map((l) => (l.endsWith("\r") ? l.slice(0, -1) : l));
 }
 
-async function readStdin(): Promise<string> {
+async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
 }
 
 /** Texts from positional arguments and/or --file, in that order; at least one is required. */
@@ -53,12 +61,4 @@ export async function collectTexts(args: string[], file: string | undefined): Pr
   if (file) texts.push(...(await readTextsFile(file)));
   if (texts.length === 0) throw new UsageError("no texts given: pass TEXT arguments or --file F");
   return texts;
-}
-
-export function parseInteger(name: string, min: number): (value: string) => number {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
-    return n;
-  };
 }

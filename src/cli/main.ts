@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import { BgeError, EXIT_INTERNAL, ToolFailedError } from "../errors.js";
 import { downloadCommand } from "../commands/download.js";
 import { embedCommand } from "../commands/embed.js";
@@ -7,22 +7,15 @@ import { fixtureCommand } from "../commands/fixture.js";
 import { goldenCommand } from "../commands/golden.js";
 import { tokenizeCommand } from "../commands/tokenize.js";
 import { verifyCommand } from "../commands/verify.js";
-import { parseTolerance } from "../parity/tolerances.js";
 import { SHAPE_NAMES } from "../fixture/shapes.js";
-import { parseInteger } from "./inputs.js";
+import { integerOption, LIMITS, listOption, toleranceOption } from "./options.js";
 import { createOutput, type Output, type OutputOptions } from "./output.js";
+import { runInterruptCleanup } from "../util/interrupt.js";
 
-/** commander calls argument parsers; their UsageErrors must surface as commander's own invalid-argument errors. */
-function int(name: string, min: number) {
-  const parse = parseInteger(name, min);
-  return (value: string) => {
-    try {
-      return parse(value);
-    } catch (err) {
-      throw new InvalidArgumentError((err as Error).message);
-    }
-  };
-}
+/** Precisions each command knows today; a list option refuses anything else by name. */
+const EXPORT_PRECISIONS = ["fp32", "fp16"] as const;
+const VERIFY_PRECISIONS = ["fp32", "fp16"] as const;
+const EMBED_PRECISIONS = ["fp32", "fp16"] as const;
 
 function outputFor(cmd: Command): Output {
   return createOutput(cmd.optsWithGlobals<OutputOptions>());
@@ -54,11 +47,11 @@ export function buildProgram(): Command {
     .argument("<dir>", "output folder")
     .addOption(new Option("--arch <arch>", "architecture").choices(["bert", "xlm-roberta"]))
     .addOption(new Option("--shape <shape>", "tiny or the shape of a BGE model").choices(SHAPE_NAMES).default("tiny"))
-    .option("--seed <n>", "random seed", int("--seed", 0), 0)
+    .option("--seed <n>", "random seed", integerOption("--seed", LIMITS.seed), 0)
     .option("--outliers", "plant hidden dimensions with huge activations (breaks FP16 and naive INT8, as in real BERTs)", false)
     .option("--tokenizer <dir>", "use the real tokenizer files in this folder instead of a generated tokenizer")
     .addOption(new Option("--dtype <dtype>", "weight type").choices(["F32", "F16", "BF16"]).default("F32"))
-    .option("--shards <n>", "write the weights as N safetensors shards with an index", int("--shards", 1), 1)
+    .option("--shards <n>", "write the weights as N safetensors shards with an index", integerOption("--shards", LIMITS.shards), 1)
     .option("--force", "replace a checkpoint already in <dir>", false)
     .addHelpText("after", "\nExample:\n  bge fixture /tmp/tiny --shape tiny --seed 1\n  bge fixture /tmp/zh --shape bge-small-zh-v1.5 --tokenizer ../shared/fixtures/tokenizers/bge-small-zh-v1.5")
     .action(async (dir: string, opts, cmd: Command) => {
@@ -89,7 +82,7 @@ export function buildProgram(): Command {
     .argument("<model>", "checkpoint folder")
     .argument("[text...]", "texts to tokenise")
     .option("--file <file>", "read texts from a file (.json array, .jsonl, or one per line; - for stdin)")
-    .option("--max-length <n>", "truncate to N tokens including [CLS] and [SEP] (default 512)", int("--max-length", 2))
+    .option("--max-length <n>", "truncate to N tokens including [CLS] and [SEP] (default 512)", integerOption("--max-length", LIMITS.maxLength))
     .option("--query", "prepend the model's query instruction", false)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
@@ -105,12 +98,12 @@ export function buildProgram(): Command {
     .argument("[text...]", "texts to embed")
     .option("--file <file>", "read texts from a file (.json array, .jsonl, or one per line; - for stdin)")
     .addOption(new Option("--backend <backend>", "what computes the vectors (default: reference for a checkpoint, onnx for an artifact or .onnx)").choices(["reference", "onnx"]))
-    .option("--precision <p>", "which model of an artifact folder (fp32, fp16)")
+    .addOption(new Option("--precision <p>", "which model of an artifact folder or which tolerances an .onnx file gets").choices(EMBED_PRECISIONS))
     .option("--query", "embed as queries (the model's instruction is prepended)", false)
     .addOption(new Option("--pooling <mode>", "override the model's pooling").choices(["cls", "mean"]))
     .option("--no-normalize", "skip L2 normalisation")
-    .option("--max-length <n>", "truncate to N tokens (default 512)", int("--max-length", 2))
-    .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
+    .option("--max-length <n>", "truncate to N tokens (default 512)", integerOption("--max-length", LIMITS.maxLength))
+    .option("--batch-size <n>", "texts per batch", integerOption("--batch-size", LIMITS.batchSize), 32)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
     .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json\n  bge embed /tmp/t-onnx 你好 --precision fp16")
@@ -138,10 +131,10 @@ export function buildProgram(): Command {
     .description("write the model as ONNX graphs (pooling and normalisation inside) in a self-contained artifact folder")
     .argument("<model>", "checkpoint folder")
     .requiredOption("-o, --output <dir>", "artifact folder to write")
-    .option("--precision <list>", "comma-separated: fp32, fp16", "fp32,fp16")
-    .option("--opset <n>", "ONNX opset (17 loads in TensorRT 8.6, 10 and 11)", int("--opset", 1), 17)
+    .option("--precision <list>", `comma-separated: ${EXPORT_PRECISIONS.join(", ")}`, listOption("--precision", EXPORT_PRECISIONS), [...EXPORT_PRECISIONS])
+    .option("--opset <n>", "ONNX opset (17 loads in TensorRT 8.6, 10 and 11)", integerOption("--opset", LIMITS.opset), 17)
     .addOption(new Option("--pooling <mode>", "auto reads 1_Pooling/config.json; none exports last_hidden_state only").choices(["auto", "cls", "mean", "none"]).default("auto"))
-    .option("--max-length <n>", "max_length recorded for runners (default 512)", int("--max-length", 2))
+    .option("--max-length <n>", "max_length recorded for runners (default 512)", integerOption("--max-length", LIMITS.maxLength))
     .addOption(new Option("--external-data <when>", "weights in <model>.onnx.data: auto (above 1.8 GB), always, never").choices(["auto", "always", "never"]).default("auto"))
     .option("--no-normalize", "leave L2 normalisation out of the graph (FlagModel normalises)")
     .addOption(instructionOption())
@@ -153,7 +146,7 @@ export function buildProgram(): Command {
         {
           model,
           output: opts.output,
-          precision: opts.precision,
+          precisions: opts.precision,
           opset: opts.opset,
           pooling: opts.pooling,
           maxLength: opts.maxLength,
@@ -171,19 +164,13 @@ export function buildProgram(): Command {
     .description("the parity gate: compare an artifact's vectors with a golden file; exit 0 pass, 1 fail")
     .argument("<candidate>", "artifact folder (every ONNX in it), or an .onnx file")
     .requiredOption("--golden <file>", "bge-golden/1 file (bge golden)")
-    .option("--tolerance <cos>", "minimum cosine over every text (default per precision: fp32 0.99999, fp16 0.999, int8 0.98)", (v: string) => {
-      try {
-        return parseTolerance(v);
-      } catch (err) {
-        throw new InvalidArgumentError((err as Error).message);
-      }
-    })
-    .option("--precision <list>", "only these precisions of an artifact folder (fp32,fp16); for an .onnx file, which tolerances apply")
+    .option("--tolerance <cos>", "minimum cosine over every text, between 0 and 1 (default per precision: fp32 0.99999, fp16 0.999, int8 0.98)", toleranceOption)
+    .option("--precision <list>", `only these precisions of an artifact folder (${VERIFY_PRECISIONS.join(", ")}); for an .onnx file, which tolerances apply`, listOption("--precision", VERIFY_PRECISIONS))
     .option("--report <file>", "write the JSON report here")
     .option("--junit <file>", "write a JUnit XML report here (one test case per artifact)")
     .option("--pipeline <file>", "take tolerances from a pipeline file (pipelines/*.json)")
-    .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
-    .option("--max-length <n>", "runtime max_length (default: the artifact's)", int("--max-length", 2))
+    .option("--batch-size <n>", "texts per batch", integerOption("--batch-size", LIMITS.batchSize), 32)
+    .option("--max-length <n>", "runtime max_length (default: the artifact's)", integerOption("--max-length", LIMITS.maxLength))
     .option("--model-id <id>", "the candidate's model id, where it cannot be read from a manifest")
     .option("--allow-settings-mismatch", "run although the golden was made with other pooling, normalize, max_length or query instruction than the candidate runs with (reported as a settings diagnosis)", false)
     .addOption(instructionOption())
@@ -218,8 +205,8 @@ export function buildProgram(): Command {
     .requiredOption("-o, --output <file>", "golden file to write")
     .addOption(new Option("--reference <kind>", "native: bge's float64 encoder; flagmodel: FlagEmbedding's FlagModel through Python (pipelines/flagmodel_golden.py; BGE_PYTHON picks the interpreter)").choices(["native", "flagmodel"]).default("native"))
     .option("--fp16", "flagmodel only: run FlagModel with use_fp16 (its default; the golden then records FP16 and caps fp32 gates)", false)
-    .option("--max-length <n>", "truncate to N tokens (default 512)", int("--max-length", 2))
-    .option("--batch-size <n>", "texts per batch", int("--batch-size", 1), 32)
+    .option("--max-length <n>", "truncate to N tokens (default 512)", integerOption("--max-length", LIMITS.maxLength))
+    .option("--batch-size <n>", "texts per batch", integerOption("--batch-size", LIMITS.batchSize), 32)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
     .addHelpText("after", "\nExample:\n  bge golden /tmp/t --texts passages.txt --queries queries.txt -o golden/tiny.json")
@@ -243,9 +230,54 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** Errors of the file system that a user's paths or machine cause (not a bug): exit 2 with one line. */
+const ENVIRONMENT_ERRNOS = new Set(["EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "EISDIR", "ENOENT", "ENAMETOOLONG", "ELOOP", "EEXIST", "EBUSY", "ETXTBSY", "EFBIG", "EMFILE", "ENFILE", "EXDEV", "EIO"]);
+
+function environmentError(err: unknown): string | undefined {
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  if (!e || typeof e.code !== "string" || !ENVIRONMENT_ERRNOS.has(e.code) || typeof e.syscall !== "string") return undefined;
+  const where = e.path ? ` ${e.path}${e.dest ? ` → ${e.dest}` : ""}` : "";
+  return `cannot ${e.syscall}${where}: ${e.code} (${oneLine(e.message.replace(/^[A-Z]+: /, "").replace(/,.*$/, ""))})`;
+}
+
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+
+/**
+ * SIGINT/SIGTERM: remove the command's temporary files and release its locks, then exit 130/143.
+ * Returns the function that uninstalls the handlers.
+ */
+function handleInterrupts(): () => void {
+  const handlers = Object.entries(SIGNAL_EXIT).map(([signal, code]) => {
+    const handler = () => {
+      runInterruptCleanup();
+      process.stderr.write(`bge: interrupted (${signal}); temporary files removed\n`);
+      process.exit(code);
+    };
+    process.on(signal, handler);
+    return () => process.off(signal, handler);
+  });
+  return () => handlers.forEach((off) => off());
+}
+
+/**
+ * `bge verify … | head` closes stdout early: the command still finishes and exits with its verdict
+ * instead of dying on EPIPE; what no reader takes is dropped.
+ */
+function ignoreClosedPipes(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.listenerCount("error") > 0) continue;
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE" || err.code === "ERR_STREAM_DESTROYED") return;
+      throw err;
+    });
+  }
+}
+
 /** Runs the CLI and returns the exit code: the one place where errors become exit codes. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  const uninstall = handleInterrupts();
+  ignoreClosedPipes();
   try {
     if (argv.length <= 2) {
       program.outputHelp();
@@ -263,8 +295,16 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`bge: ${err instanceof ToolFailedError ? err.message : oneLine(err.message)}\n`);
       return err.exitCode;
     }
+    const env = environmentError(err);
+    if (env) {
+      process.stderr.write(`bge: ${env}\n`);
+      return 2;
+    }
     process.stderr.write(`bge: internal error (a bug; please report it)\n${(err as Error)?.stack ?? String(err)}\n`);
     return EXIT_INTERNAL;
+  } finally {
+    runInterruptCleanup();
+    uninstall();
   }
 }
 

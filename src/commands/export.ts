@@ -5,11 +5,12 @@ import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { UsageError } from "../errors.js";
 import type { OnnxPrecision } from "../onnx/encoder-graph.js";
 import { exportOnnx } from "../onnx/export.js";
+import { checkOutputPaths } from "../util/io-paths.js";
 
 export interface ExportCommandOptions {
   model: string;
   output: string;
-  precision: string;
+  precisions: OnnxPrecision[];
   opset: number;
   pooling: Pooling | "auto" | "none";
   maxLength?: number;
@@ -21,16 +22,10 @@ export interface ExportCommandOptions {
 
 const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
 
-export function parsePrecisions(list: string, allowed: readonly string[]): string[] {
-  const items = list.split(",").map((s) => s.trim()).filter(Boolean);
-  const bad = items.filter((p) => !allowed.includes(p));
-  if (!items.length || bad.length) throw new UsageError(`--precision ${list}: choose from ${allowed.join(", ")} (comma-separated)`);
-  return [...new Set(items)];
-}
-
 export async function exportCommand(options: ExportCommandOptions, out: Output): Promise<void> {
-  const precisions = parsePrecisions(options.precision, ["fp32", "fp16"]) as OnnxPrecision[];
+  const precisions = options.precisions;
   const modelDir = await resolveModelDir(options.model, { out });
+  await checkOutputPaths([{ path: options.output, flag: "-o", kind: "dir" }], [{ path: modelDir, what: "checkpoint folder", kind: "dir" }]);
   const started = Date.now();
   const { manifest, spec } = await exportOnnx({
     modelDir,
@@ -44,6 +39,7 @@ export async function exportCommand(options: ExportCommandOptions, out: Output):
     instruction: options.instruction,
     builtBy: { tool: "bge", version: pkg.version, args: options.argv },
     onStage: (m) => out.info(m),
+    onWarn: (m) => out.warn(m),
   });
   const onnx = manifest.files.filter((f) => precisions.some((p) => f.path === `model.${p}.onnx`));
   out.info(

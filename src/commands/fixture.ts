@@ -1,6 +1,7 @@
 import type { Arch } from "../checkpoint/config.js";
 import type { Output } from "../cli/output.js";
 import { writeFixture, type FixtureDType } from "../fixture/write-fixture.js";
+import { checkOutputPaths } from "../util/io-paths.js";
 
 export interface FixtureCommandOptions {
   dir: string;
@@ -15,6 +16,7 @@ export interface FixtureCommandOptions {
 }
 
 export async function fixtureCommand(options: FixtureCommandOptions, out: Output): Promise<void> {
+  await checkOutputPaths([{ path: options.dir, flag: "<dir>", kind: "dir" }], options.tokenizer ? [{ path: options.tokenizer, what: "tokenizer folder", kind: "dir" }] : []);
   const result = await writeFixture({
     dir: options.dir,
     arch: options.arch,
@@ -25,6 +27,7 @@ export async function fixtureCommand(options: FixtureCommandOptions, out: Output
     dtype: options.dtype,
     shards: options.shards,
     force: options.force,
+    onWarn: (m) => out.warn(m),
   });
   const s = result.shape;
   const mb = (result.weightBytes / 1e6).toFixed(1);

@@ -7,6 +7,7 @@ import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { checkWeightsMatchConfig, hashWeights } from "../checkpoint/weights.js";
 import { UsageError } from "../errors.js";
+import { checkOutputPaths } from "../util/io-paths.js";
 import { ReferenceEmbedder } from "../reference/reference-embedder.js";
 import { assertFiniteEmbedding } from "../runners/embedder.js";
 import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
@@ -28,6 +29,14 @@ const pkg = createRequire(import.meta.url)("../../package.json") as { version: s
 
 export async function goldenCommand(options: GoldenCommandOptions, out: Output): Promise<void> {
   const dir = await resolveModelDir(options.model, { out });
+  await checkOutputPaths(
+    [{ path: options.output, flag: "-o", kind: "file" }],
+    [
+      { path: dir, what: "checkpoint folder", kind: "dir" },
+      { path: options.texts, what: "texts file", kind: "file" },
+      ...(options.queries ? [{ path: options.queries, what: "queries file", kind: "file" as const }] : []),
+    ],
+  );
   const spec = await readModelSpec(dir, { maxLength: options.maxLength, queryInstruction: options.instruction });
   // Config against the weights before texts are read or the weights hashed: a bad model costs nothing.
   await checkWeightsMatchConfig(dir, spec.config);

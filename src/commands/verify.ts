@@ -10,14 +10,17 @@ import { probeFp16Range } from "../parity/fp16-range.js";
 import { refuseSettingsMismatch, verifyAgainstGolden, type VerifyReport } from "../parity/verify.js";
 import { loadEmbedder } from "../runners/load-embedder.js";
 import { OnnxEmbedder } from "../runners/onnx-embedder.js";
-import { writeFileAtomic } from "../util/atomic.js";
+import { backendName, executionProviders } from "../runners/ort.js";
+import { writeOutputFile } from "../util/atomic.js";
+import { liveLockHolder, withFolderLock } from "../util/folder-lock.js";
+import { checkOutputPaths } from "../util/io-paths.js";
 import { isDir, isFile } from "../util/fs.js";
 
 export interface VerifyCommandOptions {
   candidate: string;
   golden: string;
   tolerance?: number;
-  precision?: string;
+  precision?: string[];
   report?: string;
   junit?: string;
   pipeline?: string;
@@ -30,7 +33,7 @@ export interface VerifyCommandOptions {
 }
 
 /** Which files to verify: every ONNX of an artifact folder (or --precision's), or the one file given. */
-async function candidateTargets(candidate: string, precision: string | undefined): Promise<{ manifest?: Manifest; targets: { path: string; precision?: string }[] }> {
+async function candidateTargets(candidate: string, precision: string[] | undefined): Promise<{ manifest?: Manifest; targets: { path: string; precision?: string }[] }> {
   const full = resolve(candidate);
   if (await isDir(full)) {
     if (!(await isFile(join(full, MANIFEST_NAME)))) {
@@ -38,7 +41,7 @@ async function candidateTargets(candidate: string, precision: string | undefined
     }
     const manifest = await readManifest(full);
     const onnx = manifest.files.filter((f) => f.role.startsWith("onnx-") && f.role !== "onnx-data");
-    const wanted = precision ? precision.split(",").map((p) => p.trim()) : onnx.map((f) => f.role.slice(5));
+    const wanted = precision ?? onnx.map((f) => f.role.slice(5));
     const targets = wanted.map((p) => {
       const f = onnx.find((x) => x.role === `onnx-${p}`);
       if (!f) throw new UsageError(`${candidate} has no ${p} model (it has: ${onnx.map((x) => x.role.slice(5)).join(", ") || "none"})`);
@@ -47,7 +50,8 @@ async function candidateTargets(candidate: string, precision: string | undefined
     if (!targets.length) throw new UsageError(`${candidate}: the manifest lists no ONNX model to verify`);
     return { manifest, targets };
   }
-  return { targets: [{ path: full, precision }] };
+  if (precision && precision.length > 1) throw new UsageError(`--precision ${precision.join(",")}: ${candidate} is one model; give the one precision whose tolerances apply`);
+  return { targets: [{ path: full, precision: precision?.[0] }] };
 }
 
 /** A golden for another model, dimension or checkpoint is refused before anything runs (exit 2). */
@@ -63,6 +67,21 @@ function checkGoldenMatches(golden: GoldenFile, goldenPath: string, candidate: s
 }
 
 export async function verifyCommand(options: VerifyCommandOptions, out: Output): Promise<void> {
+  await checkOutputPaths(
+    [
+      ...(options.report !== undefined ? [{ path: options.report, flag: "--report", kind: "file" as const }] : []),
+      ...(options.junit !== undefined ? [{ path: options.junit, flag: "--junit", kind: "file" as const }] : []),
+    ],
+    [
+      { path: options.candidate, what: "candidate", kind: (await isDir(options.candidate)) ? "dir" : "file" },
+      { path: options.golden, what: "golden file", kind: "file" },
+      ...(options.pipeline ? [{ path: options.pipeline, what: "pipeline file", kind: "file" as const }] : []),
+    ],
+  );
+  const writer = (await isDir(options.candidate)) ? await liveLockHolder(options.candidate) : undefined;
+  if (writer && writer.command !== "verify") {
+    throw new UsageError(`${options.candidate} is being written by bge ${writer.command} (pid ${writer.pid}); verify it when that has finished`);
+  }
   const golden = await readGolden(options.golden);
   const pipeline = options.pipeline ? await readPipeline(options.pipeline) : undefined;
   const { manifest, targets } = await candidateTargets(options.candidate, options.precision);
@@ -92,7 +111,7 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
         tolerance,
         toleranceNotes: notes,
         batchSize: options.batchSize,
-        backend: "onnxruntime-cpu",
+        backend: backendName(executionProviders()),
         onProgress: out.progress("verify", 2 * golden.items.length),
         probeFp16: embedder.precision === "fp16" ? (batches) => probeFp16Range(embedder.modelPath, batches.map((b) => embedder.feeds(b))) : undefined,
       });
@@ -104,31 +123,51 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
 
   if (manifest) {
     // The manifest remembers the last verdict per artifact; the files it hashes are untouched.
-    const dir = resolve(options.candidate);
-    const fresh = await readManifest(dir);
-    for (const r of reports) {
-      const file = fresh.files.find((f) => join(dir, f.path) === r.candidate.path);
-      if (!file) continue;
-      fresh.parity[file.path] = {
-        pass: r.pass,
-        golden: resolve(options.golden),
-        min_cosine: r.summary.min_cosine,
-        mean_cosine: r.summary.mean_cosine,
-        tolerance: r.tolerance.min_cosine,
-        checked_at: new Date().toISOString(),
-      };
-    }
     // A read-only artifact (a CI cache, a mounted volume) is still verifiable; only the record is skipped.
-    await writeManifest(dir, fresh).catch((err: NodeJS.ErrnoException) => out.warn(`could not record the verdict in ${join(dir, MANIFEST_NAME)} (${err.code ?? err.message})`));
+    await recordVerdicts(resolve(options.candidate), reports, resolve(options.golden)).catch((err: NodeJS.ErrnoException) =>
+      out.warn(`could not record the verdict in ${join(options.candidate, MANIFEST_NAME)} (${err.code ?? err.message})`),
+    );
   }
   const json = reportJson(reports);
-  if (options.report) await writeFileAtomic(options.report, JSON.stringify(json, null, 2) + "\n");
-  if (options.junit) await writeFileAtomic(options.junit, reportJUnit(reports));
+  if (options.report) await writeOutputFile(options.report, JSON.stringify(json, null, 2) + "\n");
+  if (options.junit) await writeOutputFile(options.junit, reportJUnit(reports));
   out.result(reports.map(renderText).join("\n\n"), json);
   const failed = reports.filter((r) => !r.pass);
   if (failed.length) {
     const first = failed[0]!;
     const why = first.diagnoses[0] ? ` — ${first.diagnoses[0].code}` : "";
     throw new ParityError(`parity failed for ${failed.map((r) => `${r.candidate.precision}`).join(", ")}: ${first.failures.join("; ")}${why}`);
+  }
+}
+
+/**
+ * Records each verdict in the artifact's manifest under the folder's lock (read, update, write):
+ * two verifies of one artifact, say a CI matrix, each add their own record. Another verify holding
+ * the lock for its moment of writing is waited for.
+ */
+async function recordVerdicts(dir: string, reports: VerifyReport[], goldenPath: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await withFolderLock(dir, { command: "verify" }, async () => {
+        const fresh = await readManifest(dir);
+        for (const r of reports) {
+          const file = fresh.files.find((f) => join(dir, f.path) === r.candidate.path);
+          if (!file) continue;
+          fresh.parity[file.path] = {
+            pass: r.pass,
+            golden: goldenPath,
+            min_cosine: r.summary.min_cosine,
+            mean_cosine: r.summary.mean_cosine,
+            tolerance: r.tolerance.min_cosine,
+            checked_at: new Date().toISOString(),
+          };
+        }
+        await writeManifest(dir, fresh);
+      });
+      return;
+    } catch (err) {
+      if (!(err instanceof UsageError) || attempt >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }

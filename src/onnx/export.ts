@@ -1,8 +1,9 @@
-import { mkdir, readdir } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
 import { checkEncoderShapes, hashWeights, openWeights } from "../checkpoint/weights.js";
-import { ARTIFACT_FORMAT, MANIFEST_NAME, ONNX_ROLES, describeFile, readManifest, writeManifest, type ArtifactFile, type BuiltBy, type Manifest } from "../artifacts/manifest.js";
+import { ARTIFACT_FORMAT, ONNX_ROLES, describeFile, type ArtifactFile, type BuiltBy, type Manifest } from "../artifacts/manifest.js";
+import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
 import { UsageError } from "../errors.js";
 import { copyFileAtomic } from "../util/atomic.js";
 import { pathExists as exists } from "../util/fs.js";
@@ -29,24 +30,14 @@ export interface ExportOptions {
   builtBy: BuiltBy;
   modelId?: string;
   onStage?: (message: string) => void;
+  /** Where takeovers of an interrupted run's lock are reported. */
+  onWarn?: (message: string) => void;
 }
 
 /** Files copied beside the graphs so that the artifact folder is self-contained. */
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "sentencepiece.bpe.model"];
 const CONFIG_FILES = ["config.json", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json"];
 export const SUPPORTED_OPSETS = [17, 18, 19, 20, 21];
-
-/** An output folder is ours to write when it is new, empty, or already a bge artifact. */
-async function prepareOutDir(outDir: string): Promise<Manifest | undefined> {
-  if (!(await exists(outDir))) {
-    await mkdir(outDir, { recursive: true });
-    return undefined;
-  }
-  if (await exists(join(outDir, MANIFEST_NAME))) return readManifest(outDir);
-  const entries = (await readdir(outDir)).filter((e) => !e.startsWith("."));
-  if (entries.length) throw new UsageError(`${outDir} is not empty and not a bge artifact folder; choose a new or empty folder`);
-  return undefined;
-}
 
 export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Manifest; spec: ModelSpec }> {
   const precisions = options.precisions ?? ["fp32", "fp16"];
@@ -68,56 +59,54 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
     // The artifact carries the tokenizer: a missing, broken or oversized one is refused now, not
     // when the artifact is first used.
     await loadCheckedTokenizer(options.modelDir, spec.config.vocabSize);
-    const previous = await prepareOutDir(options.outDir);
-    // Hashing the checkpoint runs on another thread while the graphs are written.
-    const weightsShaPromise = hashWeights(options.modelDir);
-    weightsShaPromise.catch(() => undefined);
-    const graphPooling = pooling === "none" ? "none" : spec.pooling;
-    for (const precision of precisions) {
-      const name = `model.${precision}.onnx`;
-      options.onStage?.(`writing ${name}`);
-      const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize });
-      const written = await writeOnnxModel(join(options.outDir, name), graph, {
-        opset,
-        producerName: "bge",
-        producerVersion: options.builtBy.version,
-        docString: `${spec.id} ${precision}: ${graphPooling} pooling${spec.normalize ? ", L2-normalised" : ""}`,
-        metadata: { model_id: spec.id, pooling: graphPooling, normalize: String(spec.normalize), precision },
-        externalData: options.externalData ?? "auto",
-      });
-      const dataName = written.externalDataPath ? basename(written.externalDataPath) : undefined;
-      files.push({ path: name, role: ONNX_ROLES[precision]!, sha256: written.sha256, size: written.bytes, built_by: options.builtBy, ...(dataName ? { external_data: dataName } : {}) });
-      if (dataName) files.push({ path: dataName, role: "onnx-data", sha256: written.externalDataSha256!, size: written.externalDataBytes!, built_by: options.builtBy });
-    }
-    for (const f of [...TOKENIZER_FILES, ...CONFIG_FILES]) {
-      const from = join(options.modelDir, f);
-      if (!(await exists(from))) continue;
-      const to = join(options.outDir, f);
-      await mkdir(join(to, ".."), { recursive: true });
-      await copyFileAtomic(from, to);
-      files.push(await describeFile(options.outDir, f, TOKENIZER_FILES.includes(f) ? "tokenizer" : "config"));
-    }
-    const weightsSha = await weightsShaPromise;
-    // Keep what an earlier run produced that this one did not rewrite (another precision, an engine).
-    const rewritten = new Set(files.map((f) => f.path));
-    const kept = (previous?.files ?? []).filter((f) => !rewritten.has(f.path));
-    const manifest: Manifest = {
-      format: ARTIFACT_FORMAT,
-      created: new Date().toISOString(),
-      source: { model_id: spec.id, revision: spec.revision, weights_sha256: weightsSha, arch: spec.config.arch, hidden_size: spec.config.hiddenSize },
-      pooling: graphPooling,
-      normalize: spec.normalize,
-      max_length: spec.maxLength,
-      query_instruction: spec.queryInstruction ?? null,
-      files: [...kept, ...files],
-      parity: Object.fromEntries(Object.entries(previous?.parity ?? {}).filter(([p]) => !rewritten.has(p))),
-    };
-    if (previous && previous.source.weights_sha256 !== weightsSha) {
-      // Artifacts of other weights cannot share a manifest: start over with this export's files only.
-      manifest.files = files;
-      manifest.parity = {};
-    }
-    await writeManifest(options.outDir, manifest);
+    const manifest = await writeArtifactFolder(options.outDir, { command: "export", warn: options.onWarn }, async ({ staging, previous }) => {
+      // Hashing the checkpoint runs on another thread while the graphs are written.
+      const weightsShaPromise = hashWeights(options.modelDir);
+      weightsShaPromise.catch(() => undefined);
+      const graphPooling = pooling === "none" ? "none" : spec.pooling;
+      for (const precision of precisions) {
+        const name = `model.${precision}.onnx`;
+        options.onStage?.(`writing ${name}`);
+        const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize });
+        const written = await writeOnnxModel(join(staging, name), graph, {
+          opset,
+          producerName: "bge",
+          producerVersion: options.builtBy.version,
+          docString: `${spec.id} ${precision}: ${graphPooling} pooling${spec.normalize ? ", L2-normalised" : ""}`,
+          metadata: { model_id: spec.id, pooling: graphPooling, normalize: String(spec.normalize), precision },
+          externalData: options.externalData ?? "auto",
+        });
+        const dataName = written.externalDataPath ? basename(written.externalDataPath) : undefined;
+        files.push({ path: name, role: ONNX_ROLES[precision]!, sha256: written.sha256, size: written.bytes, built_by: options.builtBy, ...(dataName ? { external_data: dataName } : {}) });
+        if (dataName) files.push({ path: dataName, role: "onnx-data", sha256: written.externalDataSha256!, size: written.externalDataBytes!, built_by: options.builtBy });
+      }
+      for (const f of [...TOKENIZER_FILES, ...CONFIG_FILES]) {
+        const from = join(options.modelDir, f);
+        if (!(await exists(from))) continue;
+        const to = join(staging, f);
+        await mkdir(dirname(to), { recursive: true });
+        await copyFileAtomic(from, to);
+        files.push(await describeFile(staging, f, TOKENIZER_FILES.includes(f) ? "tokenizer" : "config"));
+      }
+      const weightsSha = await weightsShaPromise;
+      // Keep what an earlier run produced that this one did not rewrite (another precision, an engine).
+      const rewritten = new Set(files.map((f) => f.path));
+      const sameSource = previous !== undefined && previous.source.weights_sha256 === weightsSha;
+      // Artifacts of other weights cannot share a manifest: then only this export's files stay (the rest is removed).
+      const kept = sameSource ? previous.files.filter((f) => !rewritten.has(f.path)) : [];
+      const m: Manifest = {
+        format: ARTIFACT_FORMAT,
+        created: new Date().toISOString(),
+        source: { model_id: spec.id, revision: spec.revision, weights_sha256: weightsSha, arch: spec.config.arch, hidden_size: spec.config.hiddenSize },
+        pooling: graphPooling,
+        normalize: spec.normalize,
+        max_length: spec.maxLength,
+        query_instruction: spec.queryInstruction ?? null,
+        files: [...kept, ...files],
+        parity: sameSource ? Object.fromEntries(Object.entries(previous.parity ?? {}).filter(([p]) => !rewritten.has(p))) : {},
+      };
+      return m;
+    });
     return { manifest, spec };
   } finally {
     await source.close();

@@ -54,7 +54,7 @@ export function resolveTolerance(
     notes.push("pipeline overrides");
   }
   if (options.cli !== undefined) {
-    if (!(options.cli > -1 && options.cli <= 1)) throw new UsageError(`--tolerance ${options.cli} must be a cosine in (-1, 1]`);
+    if (!(options.cli > 0 && options.cli < 1)) throw new UsageError(`--tolerance ${options.cli} must be a minimum cosine between 0 and 1`);
     tolerance.min_cosine = options.cli;
     notes.push(`--tolerance ${options.cli}`);
   }
@@ -69,10 +69,4 @@ export function resolveTolerance(
     }
   }
   return { tolerance, notes };
-}
-
-export function parseTolerance(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n)) throw new UsageError(`--tolerance must be a number (a minimum cosine such as 0.999), got ${JSON.stringify(value)}`);
-  return n;
 }

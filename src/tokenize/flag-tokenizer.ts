@@ -1,6 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
+import { assertInputFile } from "../util/io-paths.js";
+import { pathExists } from "../util/fs.js";
 import { applyBertConfigOverrides } from "./bert-config-overrides.js";
 import { JsonFields, type JsonObject } from "./json-fields.js";
 import { buildPipeline, type TokenizerPipeline } from "./tokenizer-pipeline.js";
@@ -146,6 +148,7 @@ function resolvePadId(pipeline: TokenizerPipeline, config: JsonObject, configFie
 
 async function readJson(file: string): Promise<unknown> {
   let text: string;
+  if (await pathExists(file)) await assertInputFile(file, "tokenizer file");
   try {
     text = await readFile(file, "utf8");
   } catch (error) {
