@@ -187,8 +187,9 @@ describe("the tokenizer against the model", () => {
   }
   const pattern = /tokenizer\.json: the tokenizer has token ids up to 1599 but config\.json vocab_size is 1500/;
 
-  it("a tokenizer vocabulary larger than vocab_size: embed, golden, export refuse it up front", async () => {
+  it("a tokenizer vocabulary larger than vocab_size: tokenize, embed, golden, export refuse it up front", async () => {
     const dir = await oversizedTokenizer();
+    expectRefusal(await runBge(["tokenize", dir, "hello"]), pattern);
     expectRefusal(await embed(dir), pattern);
     await expectGoldenRefused(dir, pattern);
     await expectExportRefused(dir, pattern);

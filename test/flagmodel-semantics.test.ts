@@ -11,7 +11,7 @@ import { readModelSpec, type ModelSpec } from "../src/checkpoint/model-spec.js";
 import { openWeights } from "../src/checkpoint/weights.js";
 import { writeFixture } from "../src/fixture/write-fixture.js";
 import { encoderForward, loadEncoderWeights, type EncoderWeights } from "../src/reference/encoder.js";
-import { ReferenceEmbedder } from "../src/reference/reference-embedder.js";
+import { ReferenceEmbedder } from "../src/runners/reference-embedder.js";
 import { HAVE_SHARED, SHARED_MISSING_REASON, ZH_TOKENIZER } from "./helpers/paths.js";
 import { tempDir } from "./helpers/tmp.js";
 

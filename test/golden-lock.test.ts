@@ -9,7 +9,7 @@ import { readTextsFile } from "../src/cli/inputs.js";
 import { readModelSpec } from "../src/checkpoint/model-spec.js";
 import { hashWeights } from "../src/checkpoint/weights.js";
 import { writeFixture } from "../src/fixture/write-fixture.js";
-import { ReferenceEmbedder } from "../src/reference/reference-embedder.js";
+import { ReferenceEmbedder } from "../src/runners/reference-embedder.js";
 import { REPO_ROOT } from "./helpers/paths.js";
 import { runBge } from "./helpers/run-bge.js";
 import { tempDir } from "./helpers/tmp.js";

@@ -12,7 +12,7 @@ import { GraphBuilder } from "../src/onnx/graph-builder.js";
 import { OnnxType } from "../src/onnx/proto.js";
 import { writeOnnxModel } from "../src/onnx/write-model.js";
 import { compareEmbeddings } from "../src/parity/metrics.js";
-import { ReferenceEmbedder } from "../src/reference/reference-embedder.js";
+import { ReferenceEmbedder } from "../src/runners/reference-embedder.js";
 import { loadEmbedder } from "../src/runners/load-embedder.js";
 import { loadFlagTokenizer } from "../src/tokenize/flag-tokenizer.js";
 import { HAVE_SHARED, REPO_ROOT, SHARED_MISSING_REASON, ZH_TOKENIZER } from "./helpers/paths.js";

@@ -6,7 +6,7 @@ import { readGolden, writeGolden, type GoldenFile } from "../src/artifacts/golde
 import { readManifest } from "../src/artifacts/manifest.js";
 import { readModelSpec } from "../src/checkpoint/model-spec.js";
 import { ModelProto } from "../src/onnx/proto.js";
-import { ReferenceEmbedder } from "../src/reference/reference-embedder.js";
+import { ReferenceEmbedder } from "../src/runners/reference-embedder.js";
 import { REPO_ROOT } from "./helpers/paths.js";
 import { runBge, type BgeRun } from "./helpers/run-bge.js";
 import { tempDir } from "./helpers/tmp.js";

@@ -1,6 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
-import { sha256File } from "../checkpoint/weights.js";
+import { sha256File } from "../util/sha256.js";
 import { UsageError } from "../errors.js";
 import { writeFileAtomic } from "../util/atomic.js";
 

@@ -1,13 +1,13 @@
 import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
-import type { Output } from "../cli/output.js";
+import type { Log } from "../util/log.js";
 import { UsageError } from "../errors.js";
 import { looksLikeHubId, parseHubId } from "../hub/hub-id.js";
 import { hubSettings } from "../hub/hub-settings.js";
 
 export interface ResolveModelOptions {
   /** Where download messages and progress go; without it a download is silent. */
-  out?: Output;
+  out?: Log;
   /** Environment to read HF_* from. @default process.env */
   env?: NodeJS.ProcessEnv;
 }

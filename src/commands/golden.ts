@@ -8,7 +8,7 @@ import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { checkWeightsMatchConfig, hashWeights } from "../checkpoint/weights.js";
 import { UsageError } from "../errors.js";
 import { checkOutputPaths } from "../util/io-paths.js";
-import { ReferenceEmbedder } from "../reference/reference-embedder.js";
+import { ReferenceEmbedder } from "../runners/reference-embedder.js";
 import { assertFiniteEmbedding } from "../runners/embedder.js";
 import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 

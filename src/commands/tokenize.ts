@@ -2,7 +2,7 @@ import { collectTexts } from "../cli/inputs.js";
 import type { Output } from "../cli/output.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
-import { applyInstruction, loadFlagTokenizer } from "../tokenize/flag-tokenizer.js";
+import { applyInstruction, loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 
 export interface TokenizeCommandOptions {
   model: string;
@@ -17,7 +17,8 @@ export interface TokenizeCommandOptions {
 export async function tokenizeCommand(options: TokenizeCommandOptions, out: Output): Promise<void> {
   const dir = await resolveModelDir(options.model, { out });
   const spec = await readModelSpec(dir, { maxLength: options.maxLength, queryInstruction: options.instruction });
-  const tokenizer = await loadFlagTokenizer(dir);
+  // Ids beyond the model's embedding table would be printed as if usable: refused like everywhere else.
+  const tokenizer = await loadCheckedTokenizer(dir, spec.config.vocabSize);
   const texts = await collectTexts(options.texts, options.file);
   const kind = options.query ? "query" : "passage";
   const encodings = texts.map((text) => {

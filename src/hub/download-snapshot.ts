@@ -1,3 +1,4 @@
+import type { Log } from "../util/log.js";
 import { readFile, stat } from "node:fs/promises";
 import { listFiles, modelInfo, pathsInfo } from "@huggingface/hub";
 import { BgeError, ToolFailedError, ToolMissingError, UsageError } from "../errors.js";
@@ -11,11 +12,7 @@ import { checkRepoFilePath } from "./repo-path.js";
 import { chooseWeights, ONNX_FOLDER, REQUIRED_FILES, shardNames, TOOLCHAIN_FILES, WEIGHT_FILES } from "./select-files.js";
 
 /** Where bge's words about a download go (an Output fits). */
-export interface HubLog {
-  info(message: string): void;
-  verbose(message: string): void;
-  warn(message: string): void;
-}
+export type HubLog = Log;
 
 export type IncludeExtra = "onnx";
 

@@ -1,3 +1,4 @@
+import type { TOLERANCE_KEYS } from "../artifacts/pipeline.js";
 import { UsageError } from "../errors.js";
 
 export interface Tolerance {
@@ -70,3 +71,7 @@ export function resolveTolerance(
   }
   return { tolerance, notes };
 }
+
+/** A pipeline file names each gate by these keys: the two lists must stay one. */
+type PipelineKey = (typeof TOLERANCE_KEYS)[number];
+export const TOLERANCE_KEYS_MATCH: [Exclude<keyof Tolerance, PipelineKey> | Exclude<PipelineKey, keyof Tolerance>] extends [never] ? true : never = true;

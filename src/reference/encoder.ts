@@ -3,7 +3,7 @@ import { bytesToFloat64 } from "../checkpoint/dtype.js";
 import type { TensorSource } from "../checkpoint/tensor.js";
 import { checkEncoderShapes } from "../checkpoint/weights.js";
 import type { Pooling } from "../checkpoint/model-spec.js";
-import { poolHidden } from "../parity/pooling.js";
+import { poolHidden } from "./pooling.js";
 import { gelu } from "./erf.js";
 import { addInPlace, layerNormInPlace, linear } from "./linalg.js";
 

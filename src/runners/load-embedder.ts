@@ -2,9 +2,9 @@ import { basename, dirname, join, resolve } from "node:path";
 import { MANIFEST_NAME, readManifest, verifyManifestFiles, type ArtifactFile, type Manifest } from "../artifacts/manifest.js";
 import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
-import type { Output } from "../cli/output.js";
+import type { Log } from "../util/log.js";
 import { UsageError } from "../errors.js";
-import { ReferenceEmbedder } from "../reference/reference-embedder.js";
+import { ReferenceEmbedder } from "./reference-embedder.js";
 import type { Embedder } from "./embedder.js";
 import { OnnxEmbedder } from "./onnx-embedder.js";
 import { readOnnxMetadata } from "../onnx/model-metadata.js";
@@ -22,7 +22,7 @@ export interface LoadEmbedderOptions {
   instruction?: string | null;
   threads?: number;
   /** Where a hub download's messages and progress go. */
-  out?: Output;
+  out?: Log;
 }
 
 export interface LoadedEmbedder {

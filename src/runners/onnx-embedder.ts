@@ -2,7 +2,7 @@ import { availableParallelism } from "node:os";
 import { executionProviders, ort } from "./ort.js";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { UsageError } from "../errors.js";
-import { l2Normalize, poolHidden } from "../parity/pooling.js";
+import { l2Normalize, poolHidden } from "../reference/pooling.js";
 import { applyInstruction, loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
 

@@ -1,10 +1,10 @@
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { checkEncoderShapes, openWeights } from "../checkpoint/weights.js";
-import { l2Normalize } from "../parity/pooling.js";
-import type { EmbedResult, Embedder, TextKind } from "../runners/embedder.js";
+import { l2Normalize } from "../reference/pooling.js";
+import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
 import { applyInstruction, loadFlagTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
-import { loadEncoderWeights, pooledForward, type EncoderWeights } from "./encoder.js";
-import { EncoderPool } from "./encoder-pool.js";
+import { loadEncoderWeights, pooledForward, type EncoderWeights } from "../reference/encoder.js";
+import { EncoderPool } from "../reference/encoder-pool.js";
 
 /** The float64 reference: FlagModel's tokenisation, pooling and normalisation around {@link encoderForward}. */
 export class ReferenceEmbedder implements Embedder {
