@@ -255,6 +255,18 @@ describe("non-finite weights", () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it("a finite weight beyond FP16's range: the fp16 export names it, the fp32 export is fine", async () => {
+    const dir = await copyOfBase();
+    await pokeElement(join(dir, "model.safetensors"), "encoder.layer.0.intermediate.dense.weight", 11, float32Bits(1e5));
+    const out = join(root, `onnx-${caseNo}`);
+    expectRefusal(
+      await runBge(["export", dir, "-o", out, "--precision", "fp32,fp16", "--quiet"]),
+      /^bge: encoder\.layer\.0\.intermediate\.dense\.weight: weight 100000 at element 11 does not fit FP16 \(\|w\| ≤ 65504\); export --precision fp32/,
+    );
+    expect(existsSync(out)).toBe(false);
+    expect((await runBge(["export", dir, "-o", out, "--precision", "fp32", "--quiet"])).code).toBe(0);
+  });
+
   it("-Infinity in the word embeddings", async () => {
     const dir = await copyOfBase();
     await pokeElement(join(dir, "model.safetensors"), "embeddings.word_embeddings.weight", 40, float32Bits(-Infinity));

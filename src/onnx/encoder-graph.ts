@@ -2,6 +2,7 @@ import type { EncoderConfig } from "../checkpoint/config.js";
 import { bytesToFloat32, floatToHalf } from "../checkpoint/dtype.js";
 import type { Pooling } from "../checkpoint/model-spec.js";
 import type { TensorSource } from "../checkpoint/tensor.js";
+import { UsageError } from "../errors.js";
 import { float, GraphBuilder, int, ints } from "./graph-builder.js";
 import { OnnxType, type OnnxTypeCode } from "./proto.js";
 
@@ -27,6 +28,9 @@ export const MASK_NEGATIVE = -10000;
  * LayerNormalization, Softmax, pooling and normalisation run in float32 behind explicit Casts, and the
  * graph's inputs and outputs keep their types — a strongly typed graph TensorRT builds as it is.
  */
+/** The largest finite FP16 value. */
+const FP16_MAX = 65504;
+
 export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, options: EncoderGraphOptions): GraphBuilder {
   const g = new GraphBuilder(cfg.arch === "bert" ? "bert_encoder" : "xlm_roberta_encoder");
   const H = cfg.hiddenSize;
@@ -47,7 +51,14 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
       const values = bytesToFloat32(bytes, dtype, name);
       if (!f16) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
       const out = new Uint16Array(values.length);
-      for (let i = 0; i < values.length; i++) out[i] = floatToHalf(values[i]!);
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!;
+        // Past 65504 a weight becomes ±inf in FP16 and every vector it touches is lost: refused by name.
+        if (Math.abs(v) > FP16_MAX) {
+          throw new UsageError(`${name}: weight ${v} at element ${i} does not fit FP16 (|w| ≤ ${FP16_MAX}); export --precision fp32, or keep this layer in float32`);
+        }
+        out[i] = floatToHalf(v);
+      }
       return new Uint8Array(out.buffer);
     });
   };
