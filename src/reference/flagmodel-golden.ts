@@ -1,4 +1,5 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { onInterrupt, trackTempPath } from "../util/interrupt.js";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -54,10 +55,15 @@ export async function runFlagModelGolden(options: FlagModelGoldenOptions): Promi
   };
   const dir = await mkdtemp(join(tmpdir(), "bge-flagmodel-"));
   const outPath = join(dir, "golden.json");
+  // Interrupted, the scratch folder goes and so does the Python run (it would outlive bge otherwise).
+  const untrack = trackTempPath(dir);
+  let childToStop: ChildProcess | undefined;
+  const dropKill = onInterrupt(() => childToStop?.kill("SIGTERM"));
   try {
     const args = [FLAGMODEL_SCRIPT, outPath];
     const { code, log } = await new Promise<{ code: number | null; log: string }>((resolve, reject) => {
       const child = spawn(python, args, { stdio: ["pipe", "pipe", "pipe"] });
+      childToStop = child;
       let log = "";
       child.stdout.on("data", (d) => (log += d));
       child.stderr.on("data", (d) => (log += d));
@@ -72,7 +78,9 @@ export async function runFlagModelGolden(options: FlagModelGoldenOptions): Promi
     const produced = JSON.parse(await readFile(outPath, "utf8")) as { producer: GoldenFile["producer"]; items: GoldenItem[] };
     return produced;
   } finally {
+    dropKill();
     await rm(dir, { recursive: true, force: true });
+    untrack();
   }
 }
 
