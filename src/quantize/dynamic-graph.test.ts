@@ -1,0 +1,171 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { REPO_ROOT } from "../../test/helpers/paths.js";
+import { tempDir } from "../../test/helpers/tmp.js";
+import { readModelSpec } from "../checkpoint/model-spec.js";
+import { writeFixture } from "../fixture/write-fixture.js";
+import { exportOnnx } from "../onnx/export.js";
+import { OnnxType } from "../onnx/proto.js";
+import { OnnxEmbedder } from "../runners/onnx-embedder.js";
+import { commonPath, writeDynamicInt8Model } from "./dynamic-graph.js";
+import { readOnnxModel, type OnnxModelFile } from "./onnx-model-io.js";
+import { findQuantTargets } from "./targets.js";
+
+const builtBy = { tool: "bge", version: "test", args: ["export"] };
+
+async function texts(): Promise<string[]> {
+  const peer = JSON.parse(await readFile(join(REPO_ROOT, "test", "data", "peer-texts.json"), "utf8"));
+  return [...peer.zh.slice(0, 25), ...peer.en.slice(0, 15), ...peer.mixed.slice(0, 10)];
+}
+
+async function artifact(root: string, name: string, fixture: Partial<Parameters<typeof writeFixture>[0]>, externalData = false): Promise<string> {
+  const modelDir = join(root, `${name}-model`);
+  const outDir = join(root, name);
+  await writeFixture({ dir: modelDir, seed: 1, ...fixture });
+  await exportOnnx({ modelDir, outDir, precisions: ["fp32"], externalData, builtBy });
+  return outDir;
+}
+
+async function vectors(dir: string, model: string, list: readonly string[]): Promise<Float64Array[]> {
+  const spec = await readModelSpec(dir);
+  const e = await OnnxEmbedder.load(model, spec, dir, { graphPooling: { pooling: spec.pooling, normalize: spec.normalize } });
+  try {
+    return (await e.embed(list, "passage")).embeddings;
+  } finally {
+    await e.deactivate();
+  }
+}
+
+function cosines(a: readonly Float64Array[], b: readonly Float64Array[]): { min: number; mean: number } {
+  const c = a.map((u, i) => {
+    const v = b[i]!;
+    let dot = 0;
+    let uu = 0;
+    let vv = 0;
+    for (let k = 0; k < u.length; k++) {
+      dot += u[k]! * v[k]!;
+      uu += u[k]! ** 2;
+      vv += v[k]! ** 2;
+    }
+    return dot / Math.sqrt(uu * vv);
+  });
+  return { min: Math.min(...c), mean: c.reduce((s, x) => s + x, 0) / c.length };
+}
+
+const layerOf = (name: string) => /\/encoder\/layer\.(\d+)\//.exec(name)?.[1] ?? "outside";
+
+function countPerLayer(file: OnnxModelFile, op: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const n of file.graph.node.filter((n) => n.opType === op)) counts[layerOf(n.name!)] = (counts[layerOf(n.name!)] ?? 0) + 1;
+  return counts;
+}
+
+function signature(file: OnnxModelFile): unknown {
+  const io = (vs: typeof file.graph.input) => vs.map((v) => ({ name: v.name, type: v.type?.tensorType?.elemType, dims: v.type?.tensorType?.shape?.dim?.map((d) => d.dimParam || d.dimValue) }));
+  return { inputs: io(file.graph.input), outputs: io(file.graph.output) };
+}
+
+/**
+ * The int8 weights of every linear layer, read back from the written graph: [in, out], within
+ * [-qmax, qmax], scales max|row|/qmax, and each element within scale/2 of the fp32 weight.
+ */
+async function checkWeights(fp32: OnnxModelFile, q: OnnxModelFile, qmax: number): Promise<number> {
+  const inits = new Map(q.graph.initializer.map((t) => [t.name!, t]));
+  let largest = 0;
+  for (const t of findQuantTargets(fp32.graph).filter((t) => t.kind === "linear")) {
+    const src = fp32.graph.initializer.find((i) => i.name === t.weight)!;
+    const [rows, cols] = src.dims as [number, number];
+    const w = await fp32.floats(src);
+    const qi = inits.get(`${t.weight}_quantized`)!;
+    expect(qi).toMatchObject({ dataType: OnnxType.INT8, dims: [cols, rows] });
+    const bytes = await q.tensorBytes(qi);
+    const values = new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const scales = await q.floats(inits.get(`${t.weight}_scale`)!);
+    let worst = 0;
+    const wrongScales: number[] = [];
+    for (let r = 0; r < rows; r++) {
+      let m = 0;
+      for (let c = 0; c < cols; c++) m = Math.max(m, Math.abs(w[r * cols + c]!));
+      if (scales[r] !== Math.fround(m / qmax)) wrongScales.push(r);
+      for (let c = 0; c < cols; c++) {
+        const v = values[c * rows + r]!; // transposed: [in, out]
+        largest = Math.max(largest, Math.abs(v));
+        worst = Math.max(worst, Math.abs(v * scales[r]! - w[r * cols + c]!) / scales[r]!);
+      }
+    }
+    expect(wrongScales, `${t.weight}: channels whose scale is not max|row|/${qmax}`).toEqual([]);
+    expect(worst, t.weight).toBeLessThanOrEqual(0.5 + 1e-5);
+    expect(inits.has(t.weight!)).toBe(false);
+  }
+  return largest;
+}
+
+describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations, for ONNX Runtime CPU", () => {
+  let root: string;
+  let list: string[];
+  beforeAll(async () => {
+    root = await tempDir("bge-dyn-");
+    list = await texts();
+  });
+
+  for (const shape of ["tiny", "bge-small-zh-v1.5"]) {
+    it(`${shape}: every linear layer as DynamicQuantizeLinear + MatMulInteger, attention MatMuls in float, vectors within cosine 0.99 of fp32`, async () => {
+      const dir = await artifact(root, shape, { shape });
+      const fp32Path = join(dir, "model.fp32.onnx");
+      const fp32 = await readOnnxModel(fp32Path);
+      const layers = new Set(findQuantTargets(fp32.graph).map((t) => String(t.layer)));
+      const perLayer = (n: number) => Object.fromEntries([...layers].map((l) => [l, n]));
+      const out = join(dir, "model.int8.onnx");
+      const result = await writeDynamicInt8Model(fp32Path, out);
+      const q = await readOnnxModel(out);
+
+      expect(result.quantized).toHaveLength(6 * layers.size);
+      expect(countPerLayer(q, "MatMulInteger")).toEqual(perLayer(6));
+      // Q, K and V share one quantised input: 4 per layer, not 6.
+      expect(countPerLayer(q, "DynamicQuantizeLinear")).toEqual(perLayer(4));
+      expect(q.graph.node.find((n) => n.opType === "DynamicQuantizeLinear")?.name).toBe("/encoder/layer.0/attention/self/input_quantizer/DynamicQuantizeLinear");
+      expect(countPerLayer(q, "Gemm")).toEqual({});
+      // The attention MatMuls read the same float tensors as in the fp32 graph.
+      const fpMatMuls = fp32.graph.node.filter((n) => n.opType === "MatMul").map((n) => [n.name, n.input]);
+      expect(q.graph.node.filter((n) => n.opType === "MatMul").map((n) => [n.name, n.input])).toEqual(fpMatMuls);
+      // 7-bit weights by default (reduce_range): no int16 saturation on AVX2 without VNNI.
+      expect(await checkWeights(fp32, q, 64)).toBe(64);
+
+      expect(signature(q)).toEqual(signature(fp32));
+      expect(q.metadata).toMatchObject({ model_id: fp32.metadata.model_id, pooling: "cls", normalize: "true", precision: "int8" });
+      expect(JSON.parse(q.metadata.quantization!)).toMatchObject({ format: "dynamic", targets: 6 * layers.size, excluded: [] });
+
+      const reference = await vectors(dir, fp32Path, list);
+      const seven = cosines(await vectors(dir, out, list), reference);
+      const full = join(dir, "model.int8.8bit.onnx");
+      await writeDynamicInt8Model(fp32Path, full, { reduceRange: false });
+      expect(await checkWeights(fp32, await readOnnxModel(full), 127)).toBe(127);
+      const eight = cosines(await vectors(dir, full, list), reference);
+      console.info(`${shape} dynamic int8 vs fp32 on ${list.length} texts: 7-bit weights min ${seven.min.toFixed(5)} mean ${seven.mean.toFixed(5)}; 8-bit min ${eight.min.toFixed(5)} mean ${eight.mean.toFixed(5)}`);
+      expect(seven.min).toBeGreaterThanOrEqual(0.99);
+      expect(eight.min).toBeGreaterThanOrEqual(0.99);
+    }, 240_000);
+  }
+
+  it("leaves excluded layers as float Gemms, and reads and writes external data", async () => {
+    const dir = await artifact(root, "tiny-ext", { shape: "tiny" }, true);
+    const fp32Path = join(dir, "model.fp32.onnx");
+    expect((await readOnnxModel(fp32Path)).externalData).toBe(true);
+    const out = join(dir, "model.int8.onnx");
+    const result = await writeDynamicInt8Model(fp32Path, out, { exclude: (t) => t.layer === 0 && /intermediate|output\/dense/.test(t.node) });
+    expect(result.model.externalDataPath).toBe(`${out}.data`);
+    expect(result.excluded.map((t) => t.node)).toEqual(["/encoder/layer.0/attention/output/dense/Gemm", "/encoder/layer.0/intermediate/dense/Gemm", "/encoder/layer.0/output/dense/Gemm"]);
+    const q = await readOnnxModel(out);
+    expect(q.externalData).toBe(true);
+    expect(countPerLayer(q, "Gemm")).toEqual({ "0": 3 });
+    expect(countPerLayer(q, "MatMulInteger")).toEqual({ "0": 3, "1": 6 });
+    expect(q.graph.initializer.find((t) => t.name === "encoder.layer.0.intermediate.dense.weight")?.dataType).toBe(OnnxType.FLOAT);
+    expect(cosines(await vectors(dir, out, list), await vectors(dir, fp32Path, list)).min).toBeGreaterThanOrEqual(0.99);
+  }, 120_000);
+
+  it("names a shared quantiser by the path its readers share", () => {
+    expect(commonPath(["/encoder/layer.0/attention/self/query", "/encoder/layer.0/attention/self/key", "/encoder/layer.0/attention/self/value"])).toBe("/encoder/layer.0/attention/self");
+    expect(commonPath(["/encoder/layer.2/intermediate/dense"])).toBe("/encoder/layer.2/intermediate/dense");
+  });
+});
