@@ -10,7 +10,7 @@ import { MANIFEST_NAME, readManifest, writeManifest, type Manifest } from "./man
 
 /** Names bge writes into an artifact folder: what it may remove when no manifest lists them. */
 const OWN_NAMES = [
-  /^model\.[A-Za-z0-9-]+\.onnx(\.data)?$/,
+  /^model\.[A-Za-z0-9.-]+\.onnx(\.data)?$/,
   /^model\.[A-Za-z0-9-]+\.(plan|engine|log|cache)$/,
   /^(tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|sentencepiece\.bpe\.model)$/,
   /^(config\.json|modules\.json|sentence_bert_config\.json|config_sentence_transformers\.json|1_Pooling\/config\.json)$/,

@@ -37,6 +37,8 @@ export interface ArtifactFile {
   /** For ONNX models: the external data file it loads, if any. */
   external_data?: string;
   built_by?: BuiltBy;
+  /** INT8 models and the calibration cache: how they were calibrated. */
+  quantization?: QuantizationRecord;
 }
 
 export interface ParityRecord {
@@ -60,7 +62,36 @@ export interface Manifest {
   parity: Record<string, ParityRecord>;
 }
 
-export const ONNX_ROLES: Record<string, ArtifactRole> = { fp32: "onnx-fp32", fp16: "onnx-fp16", int8: "onnx-int8-qdq", "int8-dynamic": "onnx-int8-dynamic" };
+/**
+ * The precision names users pass (`--precision`) and the ONNX roles they select: `int8` is the
+ * integer-MatMul graph for ONNX Runtime CPU, `int8-qdq` the Q/DQ graph for TensorRT (SPEC).
+ */
+export const ONNX_ROLES = { fp32: "onnx-fp32", fp16: "onnx-fp16", int8: "onnx-int8-dynamic", "int8-qdq": "onnx-int8-qdq" } as const satisfies Record<string, ArtifactRole>;
+export type OnnxPrecisionName = keyof typeof ONNX_ROLES;
+export const ONNX_PRECISIONS = Object.keys(ONNX_ROLES) as OnnxPrecisionName[];
+
+/** The precision name of an ONNX model's role (`onnx-int8-dynamic` → `int8`). */
+export function precisionOfRole(role: ArtifactRole): OnnxPrecisionName | undefined {
+  return ONNX_PRECISIONS.find((p) => ONNX_ROLES[p] === role);
+}
+
+/** How an INT8 model was made: enough to tell whether a rerun would make the same one. */
+export interface QuantizationRecord {
+  method: "minmax" | "percentile" | "entropy";
+  percentile?: number;
+  /** sha256 of the calibration corpus file as read. */
+  corpus_sha256: string;
+  texts: number;
+  tokens: number;
+  /** Targets left in float (node names): asked for with --exclude, or found unrepresentable. */
+  excluded: string[];
+  /** Targets kept in float because INT8 would round most of an input to zero, with that share. */
+  auto_excluded?: { node: string; zeroed_share: number }[];
+  /** Activation tensors calibrated, and the spread of their amax. */
+  tensors: number;
+  amax: { min: number; median: number; max: number };
+  calibration_seconds: number;
+}
 
 export async function describeFile(dir: string, path: string, role: ArtifactRole, extra: Partial<ArtifactFile> = {}): Promise<ArtifactFile> {
   const full = join(dir, path);

@@ -8,14 +8,18 @@ import { goldenCommand } from "../commands/golden.js";
 import { tokenizeCommand } from "../commands/tokenize.js";
 import { verifyCommand } from "../commands/verify.js";
 import { SHAPE_NAMES } from "../fixture/shapes.js";
-import { integerOption, LIMITS, listOption, toleranceOption } from "./options.js";
+import { ONNX_PRECISIONS } from "../artifacts/manifest.js";
+import { decimalOption, integerOption, LIMITS, listOption, toleranceOption } from "./options.js";
+import { quantizeCommand } from "../commands/quantize.js";
+import { CALIBRATION_METHODS } from "../quantize/calibrate.js";
+import { INT8_PRECISIONS } from "../quantize/quantize-artifact.js";
 import { createOutput, type Output, type OutputOptions } from "./output.js";
 import { runInterruptCleanup } from "../util/interrupt.js";
 
 /** Precisions each command knows today; a list option refuses anything else by name. */
 const EXPORT_PRECISIONS = ["fp32", "fp16"] as const;
-const VERIFY_PRECISIONS = ["fp32", "fp16"] as const;
-const EMBED_PRECISIONS = ["fp32", "fp16"] as const;
+const VERIFY_PRECISIONS = ONNX_PRECISIONS;
+const EMBED_PRECISIONS = ONNX_PRECISIONS;
 
 function outputFor(cmd: Command): Output {
   return createOutput(cmd.optsWithGlobals<OutputOptions>());
@@ -191,6 +195,39 @@ export function buildProgram(): Command {
           instruction: instructionFrom(opts),
           modelId: opts.modelId,
           allowSettingsMismatch: opts.allowSettingsMismatch,
+        },
+        outputFor(cmd),
+      );
+    });
+
+  program
+    .command("quantize")
+    .description("INT8 artifacts from a calibration corpus: a Q/DQ graph for TensorRT, an integer-MatMul graph for ONNX Runtime CPU, a TensorRT calibration cache")
+    .argument("<artifact>", "artifact folder with model.fp32.onnx (bge export)")
+    .requiredOption("--calibration <file>", "calibration texts (.json array, .jsonl, or one per line): a few hundred representative passages")
+    .addOption(new Option("--method <method>", "how each activation's range is chosen").choices(CALIBRATION_METHODS).default("minmax"))
+    .option("--percentile <p>", "percentile method: the share of |x| kept inside the range", decimalOption("--percentile", { above: 50, below: 100, meaning: "a percentile (100 is --method minmax)" }))
+    .option("--precision <list>", `comma-separated: ${INT8_PRECISIONS.join(", ")}`, listOption("--precision", INT8_PRECISIONS), [...INT8_PRECISIONS])
+    .option("--exclude <layers>", "keep these in float: encoder layer indices (3) or node places (/encoder/layer.3/output/dense), comma-separated", (v: string) => v.split(",").map((s) => s.trim()).filter(Boolean), [])
+    .option("--no-auto-exclude", "quantise even the layers whose input INT8 would mostly round to zero (outlier activations)")
+    .option("--trt-version <version>", "TensorRT version for the calibration cache header (implicit INT8 on 8.6/10)", "8.6.1")
+    .option("--batch-size <n>", "texts per calibration run", integerOption("--batch-size", LIMITS.batchSize), 16)
+    .addOption(new Option("--naive", "test only: per-tensor minmax INT8 on everything, LayerNorm and Softmax included").hideHelp().default(false))
+    .addHelpText("after", "\nExample:\n  bge quantize /tmp/t-onnx --calibration golden/texts/verify-passages.txt --method entropy\n  bge verify /tmp/t-onnx --golden golden.json --precision int8,int8-qdq")
+    .action(async (artifact: string, opts, cmd: Command) => {
+      await quantizeCommand(
+        {
+          artifact,
+          calibration: opts.calibration,
+          method: opts.method,
+          percentile: opts.percentile,
+          precisions: opts.precision,
+          exclude: opts.exclude,
+          trtVersion: opts.trtVersion,
+          batchSize: opts.batchSize,
+          naive: opts.naive,
+          autoExclude: opts.autoExclude,
+          argv: process.argv.slice(2),
         },
         outputFor(cmd),
       );

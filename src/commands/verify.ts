@@ -1,7 +1,10 @@
 import { join, resolve } from "node:path";
 import type { Output } from "../cli/output.js";
 import { readGolden, type GoldenFile } from "../artifacts/golden.js";
-import { MANIFEST_NAME, readManifest, writeManifest, type Manifest } from "../artifacts/manifest.js";
+import { MANIFEST_NAME, ONNX_ROLES, precisionOfRole, readManifest, writeManifest, type Manifest } from "../artifacts/manifest.js";
+import { measureLayerDrift } from "../quantize/layer-drift.js";
+import { diagnoseInt8Layers } from "../parity/int8-diagnosis.js";
+import type { Diagnosis } from "../parity/diagnose.js";
 import { readPipeline } from "../artifacts/pipeline.js";
 import { ParityError, UsageError } from "../errors.js";
 import { reportJUnit, reportJson, renderText } from "../parity/report.js";
@@ -41,10 +44,10 @@ async function candidateTargets(candidate: string, precision: string[] | undefin
     }
     const manifest = await readManifest(full);
     const onnx = manifest.files.filter((f) => f.role.startsWith("onnx-") && f.role !== "onnx-data");
-    const wanted = precision ?? onnx.map((f) => f.role.slice(5));
+    const wanted = precision ?? onnx.map((f) => precisionOfRole(f.role)!);
     const targets = wanted.map((p) => {
-      const f = onnx.find((x) => x.role === `onnx-${p}`);
-      if (!f) throw new UsageError(`${candidate} has no ${p} model (it has: ${onnx.map((x) => x.role.slice(5)).join(", ") || "none"})`);
+      const f = onnx.find((x) => precisionOfRole(x.role) === p);
+      if (!f) throw new UsageError(`${candidate} has no ${p} model (it has: ${onnx.map((x) => precisionOfRole(x.role)).join(", ") || "none"})`);
       return { path: full, precision: p };
     });
     if (!targets.length) throw new UsageError(`${candidate}: the manifest lists no ONNX model to verify`);
@@ -52,6 +55,19 @@ async function candidateTargets(candidate: string, precision: string[] | undefin
   }
   if (precision && precision.length > 1) throw new UsageError(`--precision ${precision.join(",")}: ${candidate} is one model; give the one precision whose tolerances apply`);
   return { targets: [{ path: full, precision: precision?.[0] }] };
+}
+
+/**
+ * For an INT8 model of an artifact that still holds its fp32 graph: the per-layer comparison that
+ * names the layers losing parity, with the remedy its calibration record suggests.
+ */
+function int8Probe(manifest: Manifest | undefined, candidate: string, role: string | undefined): ((ids: number[][]) => Promise<Diagnosis | undefined>) | undefined {
+  if (!manifest || (role !== ONNX_ROLES.int8 && role !== ONNX_ROLES["int8-qdq"])) return undefined;
+  const fp32 = manifest.files.find((f) => f.role === ONNX_ROLES.fp32);
+  const int8 = manifest.files.find((f) => f.role === role);
+  if (!fp32 || !int8) return undefined;
+  const dir = resolve(candidate);
+  return async (ids) => diagnoseInt8Layers(await measureLayerDrift(join(dir, fp32.path), join(dir, int8.path), ids), int8.quantization, ids.map((x) => x.length));
 }
 
 /** A golden for another model, dimension or checkpoint is refused before anything runs (exit 2). */
@@ -114,6 +130,7 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
         backend: backendName(executionProviders()),
         onProgress: out.progress("verify", 2 * golden.items.length),
         probeFp16: embedder.precision === "fp16" ? (batches) => probeFp16Range(embedder.modelPath, batches.map((b) => embedder.feeds(b))) : undefined,
+        probeInt8: int8Probe(manifest, options.candidate, loaded.role),
       });
       reports.push(report);
     } finally {

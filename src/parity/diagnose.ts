@@ -18,6 +18,7 @@ export interface Diagnosis {
     | "tokenizer"
     | "batch-dependence"
     | "settings"
+    | "int8-layers"
     | "unexplained";
   message: string;
   /** Golden item indices the diagnosis is about. */

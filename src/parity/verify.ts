@@ -39,6 +39,9 @@ export interface VerifyReport {
   seconds: number;
 }
 
+/** Failing texts the INT8 layer probe runs (one at a time, through two graphs). */
+const INT8_PROBE_TEXTS = 16;
+
 export interface VerifyOptions {
   goldenPath: string;
   candidatePath: string;
@@ -53,6 +56,8 @@ export interface VerifyOptions {
   onProgress?: (done: number, total: number) => void;
   /** Runs the FP16 range probe over token id batches (FP16 candidates only). */
   probeFp16?: (batches: number[][][]) => Promise<Fp16RangeResult>;
+  /** INT8 candidates that fail: which quantised layers lose the most on the failing texts' ids. */
+  probeInt8?: (failingIds: number[][]) => Promise<Diagnosis | undefined>;
 }
 
 /** One runtime setting in which the candidate differs from the golden's producer. */
@@ -201,6 +206,12 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
       instruction: candidate.spec.queryInstruction,
       fp16Range,
     });
+    if (options.probeInt8 && failing.length) {
+      // The worst texts first: they show the layers that matter in the fewest runs.
+      const worstFirst = [...failing].sort((a, b) => items[a]!.cosine - items[b]!.cosine).slice(0, INT8_PROBE_TEXTS);
+      const d = await options.probeInt8(worstFirst.map((i) => inputIds[i]!));
+      if (d) diagnoses.unshift({ ...d, items: worstFirst });
+    }
     if (!(batchDrift <= tol.batch_drift)) {
       const moved = items.filter((i) => !(i.batch_drift <= tol.batch_drift)).map((i) => i.index);
       diagnoses.push({

@@ -38,6 +38,11 @@ export interface CalibrateOptions {
    * text alone exceeds it, the tensors are fetched in groups over repeated runs. @default 512 MiB
    */
   memoryBudget?: number;
+  /**
+   * Tensors to calibrate besides the QDQBERT targets (the naive test graph's LayerNorm and Softmax
+   * tensors), with where their token positions are.
+   */
+  extraTensors?: readonly { name: string; layout: TokenLayout }[];
   /** Histogram bins per tensor. @default 8192 */
   histogramBins?: number;
   onProgress?: (done: number, total: number) => void;
@@ -137,7 +142,7 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrationR
   const graph = model.graph;
   const targets = findQuantTargets(graph as never);
   if (!targets.length) throw new UsageError(`${options.modelPath}: no linear layers or attention MatMuls named as bge export names them: calibrate the model.fp32.onnx of a bge artifact`);
-  const probes = probesOf(graph, targets, spec.config.hiddenSize, spec.config.numHeads);
+  const probes = probesOf(graph, targets, spec.config.hiddenSize, spec.config.numHeads, options.extraTensors ?? []);
   const weights = new Map((graph.initializer ?? []).map((t) => [t.name, t]));
   const notFloat = targets.find((t) => t.weight && weights.get(t.weight)?.dataType !== OnnxType.FLOAT);
   if (notFloat) throw new UsageError(`${options.modelPath}: ${notFloat.weight} is not float32: calibrate the fp32 graph (model.fp32.onnx)`);
@@ -172,8 +177,12 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrationR
   }
 
   const tensors = new Map<string, TensorCalibration>();
+  const bounded = new Set(probes.filter((p) => p.layout.kind === "rank4" && p.layout.axis2 && p.layout.axis3).map((p) => p.name));
   for (const [name, s] of stats) {
-    tensors.set(name, { amax: amaxFromStatistics(s, method, percentile), min: s.min, max: s.max, method, count: s.histogram.total });
+    // Attention probabilities live in [0, 1] by construction: there is no outlier to clip, and a
+    // clipped range (entropy picks ~0.3 on them) flattens every confident attention row.
+    const m = bounded.has(name) ? "minmax" : method;
+    tensors.set(name, { amax: amaxFromStatistics(s, m, percentile), min: s.min, max: s.max, method: m, count: s.histogram.total });
   }
   const summary: CalibrationSummary = {
     texts: options.texts.length,
@@ -188,7 +197,7 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrationR
 }
 
 /** One probe per calibrated tensor, with its token layout and its size per text. */
-function probesOf(graph: GraphLike, targets: readonly QuantTarget[], hidden: number, heads: number): Probe[] {
+function probesOf(graph: GraphLike, targets: readonly QuantTarget[], hidden: number, heads: number, extra: readonly { name: string; layout: TokenLayout }[]): Probe[] {
   const dims = new Map((graph.initializer ?? []).map((t) => [t.name, (t.dims ?? []).map(Number)]));
   const probes = new Map<string, Probe>();
   for (const t of targets) {
@@ -201,7 +210,12 @@ function probesOf(graph: GraphLike, targets: readonly QuantTarget[], hidden: num
       probes.set(name, { name, layout, perToken, perTokenSq: layout.kind === "rank4" && layout.axis2 && layout.axis3 ? heads : 0 });
     });
   }
-  const order = calibrationTensors(targets);
+  for (const e of extra) {
+    if (probes.has(e.name)) continue;
+    const both = e.layout.kind === "rank4" && e.layout.axis2 && e.layout.axis3;
+    probes.set(e.name, { name: e.name, layout: e.layout, perToken: both ? 0 : hidden, perTokenSq: both ? heads : 0 });
+  }
+  const order = [...new Set([...calibrationTensors(targets), ...extra.map((e) => e.name)])];
   return order.map((n) => probes.get(n)!);
 }
 

@@ -1,5 +1,5 @@
 import { basename, dirname, join, resolve } from "node:path";
-import { MANIFEST_NAME, readManifest, verifyManifestFiles, type ArtifactFile, type Manifest } from "../artifacts/manifest.js";
+import { MANIFEST_NAME, precisionOfRole, readManifest, verifyManifestFiles, type ArtifactFile, type Manifest } from "../artifacts/manifest.js";
 import { readModelSpec, type ModelSpec, type Pooling } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import type { Log } from "../util/log.js";
@@ -64,9 +64,9 @@ export async function loadEmbedder(target: string, options: LoadEmbedderOptions 
     if (options.backend === "reference") throw new UsageError(`${target} is an artifact folder; the reference backend needs the checkpoint it was exported from`);
     const manifest = await readManifest(dir);
     const onnx = manifest.files.filter((f) => f.role.startsWith("onnx-") && f.role !== "onnx-data");
-    const wanted = options.precision ?? (onnx.some((f) => f.role === "onnx-fp32") ? "fp32" : onnx[0]?.role.slice(5));
-    const file = onnx.find((f) => f.role === `onnx-${wanted}`);
-    if (!file) throw new UsageError(`${target} has no ${wanted ?? "ONNX"} model (it has: ${onnx.map((f) => f.role.slice(5)).join(", ") || "none"})`);
+    const wanted = options.precision ?? (onnx.some((f) => f.role === "onnx-fp32") ? "fp32" : precisionOfRole(onnx[0]?.role ?? "onnx-fp32"));
+    const file = onnx.find((f) => precisionOfRole(f.role) === wanted);
+    if (!file) throw new UsageError(`${target} has no ${wanted ?? "ONNX"} model (it has: ${onnx.map((f) => precisionOfRole(f.role)).join(", ") || "none"})`);
     return loadArtifactFile(dir, manifest, file, options);
   }
   if (options.backend === "onnx") {
@@ -96,14 +96,14 @@ async function loadArtifactFile(dir: string, manifest: Manifest, file: ArtifactF
   const embedder = await OnnxEmbedder.load(join(dir, file.path), spec, dir, {
     threads: options.threads,
     graphPooling: { pooling: manifest.pooling, normalize: manifest.normalize },
-    precision: file.role.slice(5),
+    precision: precisionOfRole(file.role),
   });
   const graphDim = embedder.graphDimension;
   if (graphDim !== undefined && graphDim !== manifest.source.hidden_size) {
     await embedder.deactivate();
     throw new UsageError(`${join(dir, MANIFEST_NAME)}: source.hidden_size is ${manifest.source.hidden_size} but ${file.path} outputs ${graphDim}-dimensional vectors: the manifest does not describe this graph`);
   }
-  return { embedder, spec, target: { kind: "artifact", path: join(dir, file.path), precision: file.role.slice(5), manifest, role: file.role } };
+  return { embedder, spec, target: { kind: "artifact", path: join(dir, file.path), precision: precisionOfRole(file.role), manifest, role: file.role } };
 }
 
 /**

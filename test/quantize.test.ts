@@ -1,0 +1,164 @@
+import { existsSync } from "node:fs";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { readManifest } from "../src/artifacts/manifest.js";
+import { parseCalibrationCache } from "../src/quantize/calib-cache.js";
+import { HAVE_SHARED, REPO_ROOT, ZH_TOKENIZER } from "./helpers/paths.js";
+import { runBge } from "./helpers/run-bge.js";
+import { tempDir } from "./helpers/tmp.js";
+
+// bge quantize end to end on the bge-small-zh-v1.5 shape (issue 10): calibrated on the project's
+// calibration corpus, verified against the float64 reference on the 240 verification texts — other
+// texts than the calibration ones, as a deployment would see.
+
+const PASSAGES = join(REPO_ROOT, "golden", "texts", "verify-passages.txt");
+const QUERIES = join(REPO_ROOT, "golden", "texts", "verify-queries.txt");
+const CORPUS = join(REPO_ROOT, "pipelines", "corpus", "zh-passages.txt");
+const CORPUS_QUERIES = join(REPO_ROOT, "pipelines", "corpus", "zh-queries.txt");
+
+let root: string;
+let calibration: string;
+let shortOnly: string;
+
+interface VerifyJson {
+  format: string;
+  pass: boolean;
+  artifacts: { pass: boolean; candidate: { precision: string; role: string }; summary: { n: number; min_cosine: number; mean_cosine: number; topk_agreement: number | null }; diagnoses: { code: string; message: string }[] }[];
+}
+
+async function prepare(name: string, extra: string[]): Promise<{ artifact: string; golden: string }> {
+  const model = join(root, name);
+  const fixture = ["fixture", model, "--shape", "bge-small-zh-v1.5", "--seed", "11", ...extra];
+  if (HAVE_SHARED) fixture.push("--tokenizer", ZH_TOKENIZER);
+  expect((await runBge(fixture)).code).toBe(0);
+  const golden = join(root, `${name}.golden.json`);
+  expect((await runBge(["golden", model, "--texts", PASSAGES, "--queries", QUERIES, "-o", golden, "--quiet"])).code).toBe(0);
+  const artifact = join(root, `${name}-onnx`);
+  expect((await runBge(["export", model, "-o", artifact, "--precision", "fp32", "--quiet"])).code).toBe(0);
+  return { artifact, golden };
+}
+
+async function verify(artifact: string, golden: string, precision: string): Promise<{ code: number; report: VerifyJson; stderr: string }> {
+  const r = await runBge(["verify", artifact, "--golden", golden, "--precision", precision, "--json", "--quiet"]);
+  return { code: r.code, report: JSON.parse(r.stdout) as VerifyJson, stderr: r.stderr };
+}
+
+beforeAll(async () => {
+  root = await tempDir("bge-quantize-");
+  // 300 passages and 200 queries of the project's corpus (what the model will embed: long and short
+  // texts), none of them among the verification texts.
+  calibration = join(root, "calibration.txt");
+  const read = async (f: string, n: number) => (await readFile(f, "utf8")).split("\n").filter(Boolean).slice(0, n);
+  const verifying = new Set([...(await readFile(PASSAGES, "utf8")).split("\n"), ...(await readFile(QUERIES, "utf8")).split("\n")]);
+  const lines = [...(await read(CORPUS, 300)), ...(await read(CORPUS_QUERIES, 200))].filter((l) => !verifying.has(l));
+  expect(lines.length).toBeGreaterThan(495);
+  await writeFile(calibration, lines.join("\n") + "\n");
+  shortOnly = join(root, "calibration-passages-only.txt");
+  await writeFile(shortOnly, (await read(CORPUS, 300)).join("\n") + "\n");
+}, 60_000);
+
+describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
+  let artifact: string;
+  let golden: string;
+  beforeAll(async () => {
+    ({ artifact, golden } = await prepare("zh", []));
+  }, 300_000);
+
+  it("writes both INT8 graphs and a calibration cache, recorded in the manifest; the folder holds exactly what it lists", async () => {
+    const r = await runBge(["quantize", artifact, "--calibration", calibration, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = await readManifest(artifact);
+    const roles = Object.fromEntries(manifest.files.map((f) => [f.role, f]));
+    for (const role of ["onnx-fp32", "onnx-int8-qdq", "onnx-int8-dynamic", "calib-cache"]) expect(roles[role], role).toBeDefined();
+    const q = roles["onnx-int8-dynamic"]!.quantization!;
+    expect(q.method).toBe("minmax");
+    expect(q.texts).toBeGreaterThan(495);
+    expect(q.auto_excluded).toEqual([]);
+    expect(q.tensors).toBeGreaterThan(4 * 6);
+    expect(q.amax.min).toBeGreaterThan(0);
+    // INT8 linear weights (a quarter of their fp32 bytes); the word embeddings stay fp32.
+    expect(roles["onnx-int8-dynamic"]!.size).toBeLessThan(0.65 * roles["onnx-fp32"]!.size);
+    const cache = parseCalibrationCache(await readFile(join(artifact, "calibration.cache"), "utf8"));
+    expect([cache.version, cache.algorithm]).toEqual([8601, "MinMaxCalibration"]);
+    expect(cache.scales.size).toBe(q.tensors);
+    const onDisk = (await readdir(artifact, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(artifact.length + 1));
+    expect(onDisk.sort()).toEqual([...manifest.files.map((f) => f.path), "manifest.json"].sort());
+  });
+
+  it("both INT8 artifacts pass the int8 gate on 240 texts they were not calibrated on", async () => {
+    for (const precision of ["int8", "int8-qdq"]) {
+      const { code, report } = await verify(artifact, golden, precision);
+      const a = report.artifacts[0]!;
+      expect(code, JSON.stringify(a.diagnoses)).toBe(0);
+      expect(a.summary.n).toBe(240);
+      expect(a.summary.min_cosine).toBeGreaterThan(0.98);
+      expect(a.summary.mean_cosine).toBeGreaterThan(0.99);
+      // Not a gate that passes anything: int8 is measurably not fp32.
+      expect(a.summary.mean_cosine).toBeLessThan(0.99999);
+    }
+  });
+
+  it("calibrated on long passages only, Q/DQ fails on very short texts and the diagnosis says why and what to do", async () => {
+    const other = join(root, "zh-passages-only-onnx");
+    expect((await runBge(["export", join(root, "zh"), "-o", other, "--precision", "fp32", "--quiet"])).code).toBe(0);
+    expect((await runBge(["quantize", other, "--calibration", shortOnly, "--precision", "int8-qdq", "--quiet"])).code).toBe(0);
+    const { code, report } = await verify(other, golden, "int8-qdq");
+    expect(code).toBe(1);
+    const d = report.artifacts[0]!.diagnoses.find((x) => x.code === "int8-layers");
+    expect(d?.message).toMatch(/calibrate on texts like the failing ones: they average \d+\.\d tokens, the calibration corpus \d+\.\d/);
+    expect(d?.message).toMatch(/--exclude \/encoder\/layer\.\d/);
+  });
+
+  it("refuses what it cannot calibrate: an empty corpus, an unknown --exclude, an artifact without fp32", async () => {
+    const empty = join(root, "empty.txt");
+    await writeFile(empty, "");
+    expect((await runBge(["quantize", artifact, "--calibration", empty])).stderr).toMatch(/calibration corpus is empty/);
+    const exclude = await runBge(["quantize", artifact, "--calibration", calibration, "--exclude", "9"]);
+    expect(exclude.code).toBe(2);
+    expect(exclude.stderr).toMatch(/--exclude 9: matches no quantised layer \(give an encoder layer index 0–3/);
+    const bad = await runBge(["quantize", artifact, "--calibration", calibration, "--method", "kl"]);
+    expect(bad.code).toBe(2);
+    const fp16Only = join(root, "zh-fp16-onnx");
+    expect((await runBge(["export", join(root, "zh"), "-o", fp16Only, "--precision", "fp16", "--quiet"])).code).toBe(0);
+    const noFp32 = await runBge(["quantize", fp16Only, "--calibration", calibration]);
+    expect(noFp32.code).toBe(2);
+    expect(noFp32.stderr).toMatch(/has no fp32 model to calibrate \(it has: model\.fp16\.onnx\); export with --precision fp32/);
+    // Nothing was written by the refused runs.
+    expect((await readdir(artifact)).filter((f) => f.startsWith("."))).toEqual([]);
+  });
+});
+
+describe("INT8 on the --outliers fixture: careless INT8 is refused with the layers named", () => {
+  let artifact: string;
+  let golden: string;
+  beforeAll(async () => {
+    ({ artifact, golden } = await prepare("zh-outliers", ["--outliers"]));
+  }, 300_000);
+
+  it("quantize keeps the layers INT8 cannot represent in float, says so, and records it", async () => {
+    const r = await runBge(["quantize", artifact, "--calibration", calibration]);
+    expect(r.code, r.stderr).toBe(0);
+    // The FFN down-projections: their input's outlier units set the range, the bulk would round to 0.
+    for (let l = 0; l < 4; l++) expect(r.stderr).toMatch(new RegExp(`/encoder/layer\\.${l}/output/dense stays in float: INT8 would round 9\\d\\.\\d% of its input to zero`));
+    const q = (await readManifest(artifact)).files.find((f) => f.role === "onnx-int8-qdq")!.quantization!;
+    expect(q.auto_excluded!.map((a) => a.node)).toEqual(expect.arrayContaining([0, 1, 2, 3].map((l) => `/encoder/layer.${l}/output/dense/Gemm`)));
+    expect(q.excluded).toEqual(expect.arrayContaining(q.auto_excluded!.map((a) => a.node)));
+  });
+
+  it("a naive Q/DQ graph (per-tensor minmax on everything, LayerNorm and Softmax included) fails far below the careful one, and the diagnosis names the layers", async () => {
+    const careful = await verify(artifact, golden, "int8-qdq");
+    const naive = join(root, "zh-outliers-naive-onnx");
+    expect((await runBge(["export", join(root, "zh-outliers"), "-o", naive, "--precision", "fp32", "--quiet"])).code).toBe(0);
+    expect((await runBge(["quantize", naive, "--calibration", calibration, "--precision", "int8-qdq", "--naive", "--quiet"])).code).toBe(0);
+    const { code, report } = await verify(naive, golden, "int8-qdq");
+    expect(code).toBe(1);
+    const a = report.artifacts[0]!;
+    expect(a.pass).toBe(false);
+    expect(a.summary.mean_cosine).toBeLessThan(careful.report.artifacts[0]!.summary.mean_cosine - 0.05);
+    const d = a.diagnoses.find((x) => x.code === "int8-layers");
+    expect(d?.message).toMatch(/INT8 layers that move the vectors most on the failing texts: \/encoder\/layer\.\d+\//);
+    expect(d?.message).toMatch(/--exclude \/encoder\/layer\.\d+\//);
+    expect(existsSync(join(naive, "model.int8.qdq.onnx"))).toBe(true);
+  });
+});
