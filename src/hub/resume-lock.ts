@@ -1,14 +1,6 @@
 import { open, readFile, rm } from "node:fs/promises";
+import { processAlive } from "../util/process-alive.js";
 
-function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /**
  * Claims `<blob>.incomplete` for this process, so that two bge runs sharing a cache never append to
@@ -27,7 +19,7 @@ export async function claimResumeLock(lockPath: string): Promise<(() => Promise<
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
     const owner = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
-    if (Number.isSafeInteger(owner) && owner > 0 && alive(owner)) return null;
+    if (Number.isSafeInteger(owner) && owner > 0 && processAlive(owner)) return null;
     await rm(lockPath, { force: true });
   }
   return null;

@@ -11,6 +11,7 @@ import { isFile } from "../util/fs.js";
 import { entropyThreshold } from "./entropy.js";
 import { AbsHistogram } from "./histogram.js";
 import { calibrationTensors, findQuantTargets, type QuantTarget } from "./targets.js";
+import { encoderFeeds } from "../runners/feeds.js";
 import { forEachTokenRun, tokenLayout, type TokenLayout } from "./token-runs.js";
 
 export type CalibrationMethod = "minmax" | "percentile" | "entropy";
@@ -162,7 +163,7 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrationR
       const B = Math.min(batchSize, order.length - start, Math.max(1, Math.floor(budget / perText(S, probes))));
       const batch = order.slice(start, start + B).map((i) => ids[i]!);
       const lengths = batch.map((row) => row.length);
-      const feeds = batchFeeds(batch, S, tokenizer.padId, session.inputNames);
+      const feeds = encoderFeeds(batch, tokenizer.padId, session.inputNames, S);
       for (const group of fetchGroups(probes, (g) => B * perText(S, g), budget)) {
         const out = await session.run(feeds, group.map((p) => p.name));
         runs++;
@@ -260,25 +261,6 @@ function collect(probe: Probe, tensor: ort.Tensor, lengths: readonly number[], s
   if (max > s.max) s.max = max;
   s.histogram.cover(Math.max(Math.abs(min), Math.abs(max), 0));
   for (let r = 0; r < ranges.length; r += 2) s.histogram.add(data, ranges[r]!, ranges[r + 1]!);
-}
-
-/** Right-padded int64 feeds (FlagModel pads on the right with the pad id; token types all zero). */
-function batchFeeds(batch: readonly (readonly number[])[], S: number, padId: number, inputNames: readonly string[]): Record<string, ort.Tensor> {
-  const B = batch.length;
-  const ids = new BigInt64Array(B * S).fill(BigInt(padId));
-  const mask = new BigInt64Array(B * S);
-  batch.forEach((row, r) => {
-    row.forEach((id, c) => {
-      ids[r * S + c] = BigInt(id);
-      mask[r * S + c] = 1n;
-    });
-  });
-  const feeds: Record<string, ort.Tensor> = {
-    input_ids: new ort.Tensor("int64", ids, [B, S]),
-    attention_mask: new ort.Tensor("int64", mask, [B, S]),
-  };
-  if (inputNames.includes("token_type_ids")) feeds.token_type_ids = new ort.Tensor("int64", new BigInt64Array(B * S), [B, S]);
-  return feeds;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { ModelProto, OnnxType } from "../onnx/proto.js";
+import { encoderFeeds } from "../runners/feeds.js";
 import { ort } from "../runners/ort.js";
 import { findQuantTargets, type QuantTarget } from "./targets.js";
 
@@ -61,16 +62,6 @@ async function sessionWithOutputs(path: string, names: string[]): Promise<{ sess
   return { session, present };
 }
 
-function feedsOf(ids: readonly number[], inputNames: readonly string[]): Record<string, ort.Tensor> {
-  const L = ids.length;
-  const feeds: Record<string, ort.Tensor> = {
-    input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, (x) => BigInt(x)), [1, L]),
-    attention_mask: new ort.Tensor("int64", new BigInt64Array(L).fill(1n), [1, L]),
-  };
-  if (inputNames.includes("token_type_ids")) feeds.token_type_ids = new ort.Tensor("int64", new BigInt64Array(L), [1, L]);
-  return feeds;
-}
-
 /**
  * Where INT8 loses parity: runs the fp32 and the int8 graph on the same texts (one text per run,
  * so no padding enters the sums) with each quantised layer's inputs and output exposed, and measures
@@ -95,7 +86,7 @@ export async function measureLayerDrift(fp32Path: string, int8Path: string, text
   const sums = new Map(common.map((n) => [n, new CosineSum()]));
   try {
     for (const ids of texts) {
-      const [ra, rb] = [await a.session.run(feedsOf(ids, a.session.inputNames), common), await b.session.run(feedsOf(ids, b.session.inputNames), common)];
+      const [ra, rb] = [await a.session.run(encoderFeeds([ids], 0, a.session.inputNames), common), await b.session.run(encoderFeeds([ids], 0, b.session.inputNames), common)];
       for (const n of common) sums.get(n)!.add(ra[n]!.data as Float32Array, rb[n]!.data as Float32Array);
     }
   } finally {

@@ -1,4 +1,5 @@
 import { availableParallelism } from "node:os";
+import { encoderFeeds } from "./feeds.js";
 import { executionProviders, ort } from "./ort.js";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { UsageError } from "../errors.js";
@@ -182,22 +183,7 @@ export class OnnxEmbedder implements Embedder {
 
   /** Right-padded int64 feeds for a batch of token id lists (token_type_ids all zero where the graph takes them). */
   feeds(batch: readonly (readonly number[])[]): Record<string, ort.Tensor> {
-    const S = Math.max(...batch.map((ids) => ids.length));
-    const B = batch.length;
-    const ids = new BigInt64Array(B * S).fill(BigInt(this.tokenizer.padId));
-    const mask = new BigInt64Array(B * S);
-    batch.forEach((row, r) => {
-      row.forEach((id, c) => {
-        ids[r * S + c] = BigInt(id);
-        mask[r * S + c] = 1n;
-      });
-    });
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor("int64", ids, [B, S]),
-      attention_mask: new ort.Tensor("int64", mask, [B, S]),
-    };
-    if (this.hasTokenTypeInput) feeds.token_type_ids = new ort.Tensor("int64", new BigInt64Array(B * S), [B, S]);
-    return feeds;
+    return encoderFeeds(batch, this.tokenizer.padId, this.session.inputNames);
   }
 
   async deactivate(): Promise<void> {

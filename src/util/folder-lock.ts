@@ -4,6 +4,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
 import { onInterrupt, TEMP_NAME } from "./interrupt.js";
+import { processAlive } from "./process-alive.js";
 
 export const LOCK_NAME = ".bge.lock";
 
@@ -29,15 +30,6 @@ export interface LockOptions {
   subfolders?: string[];
 }
 
-function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 function parseLock(text: string): LockRecord | undefined {
   try {
@@ -58,7 +50,7 @@ export async function removeTempLeftovers(dir: string, subfolders: string[] = []
     const names = await readdir(d).catch(() => [] as string[]);
     for (const name of names) {
       const m = TEMP_NAME.exec(name);
-      if (!m || alive(Number(m[1]))) continue;
+      if (!m || processAlive(Number(m[1]))) continue;
       await rm(join(d, name), { force: true, recursive: true });
       removed++;
     }
@@ -96,7 +88,7 @@ export async function lockFolder(dir: string, options: LockOptions): Promise<Fol
         `${dir} is locked by bge ${holder.command} (pid ${holder.pid} on host ${holder.host}, since ${holder.started}); if that process is gone, delete ${path}`,
       );
     }
-    if (holder && alive(holder.pid)) {
+    if (holder && processAlive(holder.pid)) {
       throw new UsageError(`${dir} is being written by bge ${holder.command} (pid ${holder.pid}, since ${holder.started}); wait for it to finish`);
     }
     if (!holder && attempt === 0) {
@@ -137,6 +129,6 @@ export async function withFolderLock<T>(dir: string, options: LockOptions, work:
 /** The holder of `dir`'s lock when a live process on this host holds it. */
 export async function liveLockHolder(dir: string): Promise<{ pid: number; command: string } | undefined> {
   const holder = parseLock(await readFile(join(dir, LOCK_NAME), "utf8").catch(() => ""));
-  if (!holder || holder.host !== hostname() || !alive(holder.pid) || holder.pid === process.pid) return undefined;
+  if (!holder || holder.host !== hostname() || !processAlive(holder.pid) || holder.pid === process.pid) return undefined;
   return { pid: holder.pid, command: holder.command };
 }
