@@ -208,6 +208,15 @@ describe("5. one writer per folder; interrupted writers clean up", () => {
     expect((await readdir(out)).filter((f) => f.startsWith("."))).toEqual([]);
   });
 
+  it("verify refuses an artifact that an export is writing, naming the writer", async () => {
+    const out = join(root, "zh-busy");
+    expect((await runBge(["export", zh, "-o", out, "--precision", "fp32", "--quiet"])).code).toBe(0);
+    const writer = startBge(["export", zh, "-o", out]);
+    await writer.waitForStderr(/writing model\.fp32\.onnx/);
+    expectRefused(await runBge(["verify", out, "--golden", golden]), new RegExp(`is being written by bge export \\(pid ${writer.pid}\\); verify it when that has finished`));
+    expect((await writer.done).code).toBe(0);
+  });
+
   it.each([
     ["SIGINT", 130],
     ["SIGTERM", 143],
