@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // The bundled default, end to end on this machine, every step through the real `bge` CLI:
 // a bge-small-zh-v1.5-shaped checkpoint (seeded weights; the real tokenizer when ../shared/fixtures
-// is present) → a float64 reference golden → native ONNX export (fp32, fp16) → the parity gate.
+// is present) → a float64 reference golden → native ONNX export (fp32, fp16) → INT8 (bge quantize) →
+// the parity gate on all four.
 // Then the same gate on a wrong conversion (mean pooling), to show what a failure looks like.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -31,6 +32,11 @@ else console.log(`(real tokenizer not found at ${realTokenizer}: using a generat
 bge(fixtureArgs);
 bge(["golden", model, "--texts", join(root, "golden", "texts", "demo-passages.txt"), "--queries", join(root, "golden", "texts", "demo-queries.txt"), "-o", golden]);
 bge(["export", model, "-o", artifact, "--precision", "fp32,fp16"]);
+// INT8: calibrated on the project's corpus (passages and queries, as the model will see them).
+const calibration = join(work, "calibration.txt");
+const corpus = (f, n) => readFileSync(join(root, "pipelines", "corpus", f), "utf8").split("\n").filter(Boolean).slice(0, n);
+writeFileSync(calibration, [...corpus("zh-passages.txt", 300), ...corpus("zh-queries.txt", 200)].join("\n") + "\n");
+bge(["quantize", artifact, "--calibration", calibration]);
 bge(["verify", artifact, "--golden", golden, "--junit", join(work, "parity.xml")]);
 
 console.log("\n# A hand-converted model that pools mean instead of CLS — the gate says no and says why:");
