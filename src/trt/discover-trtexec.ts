@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { constants } from "node:fs";
-import { access, readFile, realpath, rename, stat, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { access, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
 import { ToolFailedError, ToolMissingError } from "../errors.js";
@@ -246,10 +247,16 @@ async function writeCached(file: string, key: string, version: TrtVersion): Prom
     entries[key] = version;
     // Keep the newest few: a cache of binaries long replaced helps no one.
     const kept = Object.fromEntries(Object.entries(entries).slice(-32));
-    // Through a temporary name so a concurrent reader never sees half a file.
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify({ entries: kept }), { mode: 0o600 });
-    await rename(tmp, file);
+    // Through a temporary name so a concurrent reader never sees half a file; "wx" refuses a name
+    // someone planted in the shared tmpdir (a symlink would otherwise be followed).
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+    try {
+      await writeFile(tmp, JSON.stringify({ entries: kept }), { mode: 0o600, flag: "wx" });
+      await rename(tmp, file);
+    } catch (err) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw err;
+    }
   } catch {
     // a read-only tmpdir costs a probe next time, nothing more
   }
