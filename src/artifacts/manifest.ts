@@ -17,6 +17,7 @@ export const ARTIFACT_ROLES = [
   "trt-fp16",
   "trt-int8",
   "trt-fp32",
+  "trt-log",
   "calib-cache",
   "tokenizer",
   "config",
@@ -39,6 +40,25 @@ export interface ArtifactFile {
   built_by?: BuiltBy;
   /** INT8 models and the calibration cache: how they were calibrated. */
   quantization?: QuantizationRecord;
+  /** TensorRT engines: an engine runs only with the TensorRT version and the GPU that built it. */
+  trt?: EngineRecord;
+}
+
+export interface EngineRecord {
+  /** TensorRT version X.Y.Z and its dialect family. */
+  version: string;
+  family: "8.6" | "10" | "11";
+  gpu: string | null;
+  compute_capability: string | null;
+  /** The graph it was built from (its path in this folder) and the log of the build. */
+  source: string;
+  log: string;
+  shapes: { min: [number, number]; opt: [number, number]; max: [number, number] };
+  inputs: string[];
+  /** Engine outputs: those of the graph it was built from. */
+  outputs: string[];
+  int8_source?: "qdq" | "calib";
+  strongly_typed?: boolean;
 }
 
 export interface ParityRecord {

@@ -9,7 +9,9 @@ import { tokenizeCommand } from "../commands/tokenize.js";
 import { verifyCommand } from "../commands/verify.js";
 import { SHAPE_NAMES } from "../fixture/shapes.js";
 import { ONNX_PRECISIONS } from "../artifacts/manifest.js";
-import { decimalOption, integerOption, LIMITS, listOption, toleranceOption } from "./options.js";
+import { batchSeqOption, decimalOption, integerOption, LIMITS, listOption, toleranceOption } from "./options.js";
+import { buildCommand } from "../commands/build.js";
+import { ENGINE_PRECISIONS } from "../trt/build-engine.js";
 import { quantizeCommand } from "../commands/quantize.js";
 import { CALIBRATION_METHODS } from "../quantize/calibrate.js";
 import { INT8_PRECISIONS } from "../quantize/quantize-artifact.js";
@@ -227,6 +229,39 @@ export function buildProgram(): Command {
           batchSize: opts.batchSize,
           naive: opts.naive,
           autoExclude: opts.autoExclude,
+          argv: process.argv.slice(2),
+        },
+        outputFor(cmd),
+      );
+    });
+
+  program
+    .command("build")
+    .description("TensorRT engines from an artifact's graphs through NVIDIA's trtexec (TensorRT 8.6, 10.x, 11.x)")
+    .argument("<artifact>", "artifact folder (bge export; bge quantize for int8)")
+    .option("--precision <list>", `comma-separated: ${ENGINE_PRECISIONS.join(", ")}`, listOption("--precision", ENGINE_PRECISIONS), ["fp16"])
+    .option("--trtexec <path>", "the trtexec to use (default: $TRTEXEC, then PATH, then /usr/src/tensorrt/bin/trtexec)")
+    .option("--min-shape <BxS>", "smallest batch × sequence the engine takes (default 1x2)", batchSeqOption("--min-shape"))
+    .option("--opt-shape <BxS>", "batch × sequence the engine is tuned for (default 8x128)", batchSeqOption("--opt-shape"))
+    .option("--max-shape <BxS>", "largest batch × sequence (default 32x the artifact's max_length)", batchSeqOption("--max-shape"))
+    .addOption(new Option("--int8-source <source>", "int8: the Q/DQ graph (bge quantize; the only path on TensorRT 11) or implicit INT8 from the calibration cache (8.6/10)").choices(["qdq", "calib"]).default("qdq"))
+    .option("--strongly-typed", "TensorRT 10: take precision from the graph's own types (fp16 from model.fp16.onnx)", false)
+    .option("--timing-cache <file>", "trtexec timing cache to read and update (speeds up rebuilds)")
+    .option("--workspace <MiB>", "builder workspace memory pool", integerOption("--workspace", { min: 1, max: 1 << 20 }))
+    .option("--opt-level <n>", "builder optimisation level", integerOption("--opt-level", { min: 0, max: 5 }))
+    .addHelpText("after", "\nExample:\n  bge build /tmp/t-onnx --precision fp16,int8 --max-shape 32x512\n  bge verify /tmp/t-onnx --golden golden.json --precision fp16 --backend trt")
+    .action(async (artifact: string, opts, cmd: Command) => {
+      await buildCommand(
+        {
+          artifact,
+          precisions: opts.precision,
+          trtexec: opts.trtexec,
+          shapes: { ...(opts.minShape ? { min: opts.minShape } : {}), ...(opts.optShape ? { opt: opts.optShape } : {}), ...(opts.maxShape ? { max: opts.maxShape } : {}) },
+          int8Source: opts.int8Source,
+          stronglyTyped: opts.stronglyTyped,
+          timingCache: opts.timingCache,
+          workspace: opts.workspace,
+          optLevel: opts.optLevel,
           argv: process.argv.slice(2),
         },
         outputFor(cmd),

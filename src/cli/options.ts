@@ -60,6 +60,18 @@ export function listOption(flag: string, allowed: readonly string[]): (value: st
   };
 }
 
+/** A shape-profile corner `BxS` (batch × sequence length). */
+export function batchSeqOption(flag: string): (value: string) => [number, number] {
+  const accepted = `BxS with a batch from 1 to ${LIMITS.batchSize.max} and a sequence length from 1 to ${LIMITS.maxLength.max}, e.g. 8x128`;
+  return (value) => {
+    const m = /^([1-9][0-9]*)x([1-9][0-9]*)$/.exec(value);
+    if (!m) refuse(flag, value, accepted);
+    const [b, s] = [Number(m[1]), Number(m[2])];
+    if (b > LIMITS.batchSize.max || s > LIMITS.maxLength.max) refuse(flag, value, accepted);
+    return [b, s];
+  };
+}
+
 /** --tolerance: a minimum cosine strictly between 0 and 1. */
 export const toleranceOption = (value: string): number => {
   if (value.trim() === "1" || /^1\.0*$/.test(value.trim())) {

@@ -28,6 +28,21 @@ export const MASK_NEGATIVE = -10000;
  * LayerNormalization, Softmax, pooling and normalisation run in float32 behind explicit Casts, and the
  * graph's inputs and outputs keep their types — a strongly typed graph TensorRT builds as it is.
  */
+/** The inputs of an exported encoder graph, in order: token types only where the model has more than one. */
+export function encoderInputNames(cfg: Pick<EncoderConfig, "typeVocabSize">): string[] {
+  return cfg.typeVocabSize > 1 ? ["input_ids", "attention_mask", "token_type_ids"] : ["input_ids", "attention_mask"];
+}
+
+/** The outputs of an exported encoder graph: hidden states always, the pooled vector unless pooling is none. */
+export function encoderOutputNames(pooling: Pooling | "none"): string[] {
+  return pooling === "none" ? ["last_hidden_state"] : ["last_hidden_state", "sentence_embedding"];
+}
+
+/** Nodes that must keep FP32 wherever a builder may lower precision (XLM-R position counts past 2048). */
+export function fp32PinnedNodes(cfg: Pick<EncoderConfig, "arch">): string[] {
+  return cfg.arch === "xlm-roberta" ? ["/embeddings/position_ids/MatMul"] : [];
+}
+
 /** The largest finite FP16 value. */
 const FP16_MAX = 65504;
 
@@ -70,7 +85,7 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
   const inputIds = g.input("input_ids", OnnxType.INT64, ["batch", "sequence"]);
   const attentionMask = g.input("attention_mask", OnnxType.INT64, ["batch", "sequence"]);
   // XLM-R has a single token type: its row is added as a constant and the input is left out.
-  const tokenTypeIds = cfg.typeVocabSize > 1 ? g.input("token_type_ids", OnnxType.INT64, ["batch", "sequence"]) : undefined;
+  const tokenTypeIds = encoderInputNames(cfg).includes("token_type_ids") ? g.input("token_type_ids", OnnxType.INT64, ["batch", "sequence"]) : undefined;
 
   // ---- embeddings
   const wordEmb = weight("embeddings.word_embeddings.weight", [cfg.vocabSize, H]);

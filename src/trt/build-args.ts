@@ -3,9 +3,10 @@ import { UsageError } from "../errors.js";
 import { trt86Args } from "./dialects/trt86.js";
 import { trt10Args } from "./dialects/trt10.js";
 import { trt11Args } from "./dialects/trt11.js";
+import type { TrtFamily } from "./discover-trtexec.js";
 
 /** The TensorRT version families whose trtexec flags differ (FACTS.md "TensorRT / trtexec"). */
-export type TrtFamily = "8.6" | "10" | "11";
+export type { TrtFamily };
 export const TRT_FAMILIES: readonly TrtFamily[] = ["8.6", "10", "11"];
 
 /** [batch, sequence] of one optimisation-profile corner. */
