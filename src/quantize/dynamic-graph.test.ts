@@ -110,7 +110,7 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
   });
 
   for (const shape of ["tiny", "bge-small-zh-v1.5"]) {
-    it(`${shape}: every linear layer as DynamicQuantizeLinear + MatMulInteger, attention MatMuls in float, vectors within cosine 0.99 of fp32`, async () => {
+    it(`${shape}: every linear layer as per-token quantisation + MatMulInteger, attention MatMuls in float, vectors within cosine 0.99 of fp32`, async () => {
       const dir = await artifact(root, shape, { shape });
       const fp32Path = join(dir, "model.fp32.onnx");
       const fp32 = await readOnnxModel(fp32Path);
@@ -122,9 +122,10 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
 
       expect(result.quantized).toHaveLength(6 * layers.size);
       expect(countPerLayer(q, "MatMulInteger")).toEqual(perLayer(6));
-      // Q, K and V share one quantised input: 4 per layer, not 6.
-      expect(countPerLayer(q, "DynamicQuantizeLinear")).toEqual(perLayer(4));
-      expect(q.graph.node.find((n) => n.opType === "DynamicQuantizeLinear")?.name).toBe("/encoder/layer.0/attention/self/input_quantizer/DynamicQuantizeLinear");
+      // Q, K and V share one quantised input: 4 per layer, not 6; per token (a scale per row) by default.
+      expect(countPerLayer(q, "ReduceMax")).toEqual(perLayer(4));
+      expect(countPerLayer(q, "DynamicQuantizeLinear")).toEqual({});
+      expect(q.graph.node.find((n) => n.opType === "ReduceMax")?.name).toBe("/encoder/layer.0/attention/self/input_quantizer/ReduceMax");
       expect(countPerLayer(q, "Gemm")).toEqual({});
       // The attention MatMuls read the same float tensors as in the fp32 graph.
       const fpMatMuls = fp32.graph.node.filter((n) => n.opType === "MatMul").map((n) => [n.name, n.input]);
@@ -145,6 +146,18 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
       console.info(`${shape} dynamic int8 vs fp32 on ${list.length} texts: 7-bit weights min ${seven.min.toFixed(5)} mean ${seven.mean.toFixed(5)}; 8-bit min ${eight.min.toFixed(5)} mean ${eight.mean.toFixed(5)}`);
       expect(seven.min).toBeGreaterThanOrEqual(0.99);
       expect(eight.min).toBeGreaterThanOrEqual(0.99);
+
+      // Per token, a text's vector does not depend on its batch: alone = in the padded batch.
+      const alone = await vectors(dir, out, [list[0]!]);
+      expect(cosines(alone, [(await vectors(dir, out, list))[0]!]).min).toBeGreaterThan(1 - 1e-9);
+
+      // Per tensor: ORT's fused DynamicQuantizeLinear form, still within 0.99 of fp32.
+      const tensor = join(dir, "model.int8.tensor.onnx");
+      await writeDynamicInt8Model(fp32Path, tensor, { activations: "per-tensor" });
+      const t = await readOnnxModel(tensor);
+      expect(countPerLayer(t, "DynamicQuantizeLinear")).toEqual(perLayer(4));
+      expect(t.graph.node.find((n) => n.opType === "DynamicQuantizeLinear")?.name).toBe("/encoder/layer.0/attention/self/input_quantizer/DynamicQuantizeLinear");
+      expect(cosines(await vectors(dir, tensor, list), reference).min).toBeGreaterThanOrEqual(0.99);
     }, 240_000);
   }
 
