@@ -3,6 +3,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { link, mkdir, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "./helpers/paths.js";
 import { runBge, startBge } from "./helpers/run-bge.js";
@@ -296,6 +297,21 @@ describe("8. no telemetry, no stray files", () => {
     const wrote = existsSync(`/tmp/mat-debug-${on.pid}.log`);
     await rm(`/tmp/mat-debug-${on.pid}.log`, { force: true });
     await rm(join(home, ".cache"), { recursive: true, force: true });
-    expect(wrote).toBe(true);
+    // Whether ONNX Runtime writes its log at all depends on the host (CI's sandbox: it did not), so
+    // the control is reported, not asserted; what keeps it off is asserted directly below.
+    if (!wrote) console.log("control not observable here: ONNX Runtime wrote no /tmp/mat-debug log even with ORT_DISABLE_TELEMETRY=0");
+  });
+
+  it("loading the ONNX runner sets ORT_DISABLE_TELEMETRY=1 before onnxruntime-node, and keeps a user's own value", () => {
+    const probe = (value: string | undefined) => {
+      const env = { ...process.env };
+      if (value === undefined) delete env.ORT_DISABLE_TELEMETRY;
+      else env.ORT_DISABLE_TELEMETRY = value;
+      const ort = pathToFileURL(join(REPO_ROOT, "dist/runners/ort.js")).href;
+      const script = `await import(${JSON.stringify(ort)}); console.log(String(process.env.ORT_DISABLE_TELEMETRY));`;
+      return { stdout: execFileSync(process.execPath, ["--input-type=module", "-e", script], { env, encoding: "utf8" }) };
+    };
+    expect(probe(undefined).stdout.trim()).toBe("1");
+    expect(probe("0").stdout.trim()).toBe("0");
   });
 });
