@@ -15,6 +15,7 @@ const OWN_NAMES = [
   /^(tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|sentencepiece\.bpe\.model)$/,
   /^(config\.json|modules\.json|sentence_bert_config\.json|config_sentence_transformers\.json|1_Pooling\/config\.json)$/,
   /^calibration\.[A-Za-z0-9.-]+$/,
+  /^golden\.json$/,
 ];
 
 export function isOwnArtifactName(path: string): boolean {

@@ -21,6 +21,7 @@ export const ARTIFACT_ROLES = [
   "calib-cache",
   "tokenizer",
   "config",
+  "golden",
 ] as const;
 export type ArtifactRole = (typeof ARTIFACT_ROLES)[number];
 
@@ -70,6 +71,30 @@ export interface ParityRecord {
   checked_at: string;
 }
 
+/**
+ * What `bge convert` did to the folder, stage by stage: each stage's key is the sha256 of its inputs'
+ * hashes and the options that affect it, so that a rerun skips a stage whose key is unchanged and
+ * whose outputs still match their hashes.
+ */
+export interface ConvertRecord {
+  format: "bge-convert/1";
+  stages: Record<string, StageRecord>;
+}
+
+export interface StageRecord {
+  key: string;
+  /** sha256 of each input (files by name, or a tool's identity). */
+  inputs: Record<string, string>;
+  /** The options that went into the key. */
+  options: Record<string, unknown>;
+  /** Files of this folder the stage wrote. */
+  outputs: string[];
+  seconds: number;
+  finished: string;
+  /** Stages that record a result (verify): what they found, reused when the stage is skipped. */
+  result?: unknown;
+}
+
 export interface Manifest {
   format: typeof ARTIFACT_FORMAT;
   created: string;
@@ -80,6 +105,7 @@ export interface Manifest {
   query_instruction: string | null;
   files: ArtifactFile[];
   parity: Record<string, ParityRecord>;
+  convert?: ConvertRecord;
 }
 
 /**
@@ -90,9 +116,14 @@ export const ONNX_ROLES = { fp32: "onnx-fp32", fp16: "onnx-fp16", int8: "onnx-in
 export type OnnxPrecisionName = keyof typeof ONNX_ROLES;
 export const ONNX_PRECISIONS = Object.keys(ONNX_ROLES) as OnnxPrecisionName[];
 
-/** The precision name of an ONNX model's role (`onnx-int8-dynamic` → `int8`). */
+/** The precision names of TensorRT engines (`--precision` with `--backend trt`) and their roles. */
+export const TRT_ROLES = { fp32: "trt-fp32", fp16: "trt-fp16", int8: "trt-int8" } as const satisfies Record<string, ArtifactRole>;
+export type TrtPrecisionName = keyof typeof TRT_ROLES;
+export const TRT_PRECISIONS = Object.keys(TRT_ROLES) as TrtPrecisionName[];
+
+/** The precision name of an ONNX model's or engine's role (`onnx-int8-dynamic` → `int8`, `trt-fp16` → `fp16`). */
 export function precisionOfRole(role: ArtifactRole): OnnxPrecisionName | undefined {
-  return ONNX_PRECISIONS.find((p) => ONNX_ROLES[p] === role);
+  return ONNX_PRECISIONS.find((p) => ONNX_ROLES[p] === role) ?? TRT_PRECISIONS.find((p) => TRT_ROLES[p] === role);
 }
 
 /** How an INT8 model was made: enough to tell whether a rerun would make the same one. */
@@ -187,6 +218,13 @@ export function validateManifest(raw: unknown, path: string, dir: string): Manif
     const cos = (v: unknown) => v === null || typeof v === "number";
     if (!isObject(r) || typeof r.pass !== "boolean" || !cos(r.min_cosine) || !cos(r.mean_cosine) || !cos(r.tolerance)) {
       throw bad(`parity[${JSON.stringify(file)}]`, r, "{pass, golden, min_cosine, mean_cosine, tolerance, checked_at}");
+    }
+  }
+  if (m.convert !== undefined) {
+    const c = m.convert;
+    if (!isObject(c) || c.format !== "bge-convert/1" || !isObject(c.stages)) throw bad("convert", c, '{format: "bge-convert/1", stages}');
+    for (const [name, st] of Object.entries(c.stages)) {
+      if (!isObject(st) || !isSha256(st.key) || !isObject(st.inputs) || !Array.isArray(st.outputs)) throw bad(`convert.stages.${name}`, st, "{key, inputs, options, outputs, seconds, finished}");
     }
   }
   return m as unknown as Manifest;

@@ -1,15 +1,14 @@
 import { createRequire } from "node:module";
 import { readTextsFile } from "../cli/inputs.js";
 import type { Output } from "../cli/output.js";
-import { GOLDEN_FORMAT, validateGolden, writeGolden, type GoldenItem } from "../artifacts/golden.js";
+import { GOLDEN_FORMAT, validateGolden, writeGolden } from "../artifacts/golden.js";
+import { assertFiniteItems, makeNativeGolden } from "../parity/native-golden.js";
 import { runFlagModelGolden } from "../reference/flagmodel-golden.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { checkWeightsMatchConfig, hashWeights } from "../checkpoint/weights.js";
 import { UsageError } from "../errors.js";
 import { checkOutputPaths } from "../util/io-paths.js";
-import { ReferenceEmbedder } from "../runners/reference-embedder.js";
-import { assertFiniteEmbedding } from "../runners/embedder.js";
 import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 
 export interface GoldenCommandOptions {
@@ -62,42 +61,18 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
     out.result(options.output, { golden: options.output, items: golden.items.length, dimension: dim, model: spec.id, weights_sha256: weightsSha, producer: golden.producer });
     return;
   }
-  const embedder = await ReferenceEmbedder.load(spec);
-  const items: GoldenItem[] = [];
-  try {
-    const total = passages.length + queries.length;
-    const tick = out.progress("golden", total);
-    for (const [kind, texts, offset] of [["passage", passages, 0], ["query", queries, passages.length]] as const) {
-      if (!texts.length) continue;
-      const res = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: (d) => tick(offset + d) });
-      texts.forEach((text, i) => items.push({ text, kind, input_ids: res.inputIds[i]!, embedding: Array.from(res.embeddings[i]!) }));
-    }
-  } finally {
-    await embedder.deactivate();
-  }
-  assertFiniteItems(items);
-  await writeGolden(options.output, {
-    format: GOLDEN_FORMAT,
-    model,
-    producer: {
-      name: "bge-reference",
-      version: pkg.version,
-      pooling: spec.pooling,
-      normalize: spec.normalize,
-      use_fp16: false,
-      max_length: spec.maxLength,
-      query_instruction: spec.queryInstruction ?? null,
-      device: "cpu",
-      dtype: "float64",
-    },
-    items,
+  const golden = await makeNativeGolden({
+    spec,
+    weightsSha256: weightsSha,
+    passages,
+    queries,
+    batchSize: options.batchSize,
+    version: pkg.version,
+    onProgress: out.progress("golden", passages.length + queries.length),
   });
-  out.info(`wrote ${items.length} items (${passages.length} passages, ${queries.length} queries, dim ${embedder.dimension}) to ${options.output}`);
-  out.result(options.output, { golden: options.output, items: items.length, dimension: embedder.dimension, model: spec.id, weights_sha256: weightsSha });
-}
-
-/** A golden is what every later verify trusts: no NaN/Inf vector goes into one, whichever reference produced it. */
-function assertFiniteItems(items: readonly GoldenItem[]): void {
-  const seen = { passage: 0, query: 0 };
-  for (const item of items) assertFiniteEmbedding(item.embedding, `${item.kind} ${seen[item.kind]++}`, item.text);
+  await writeGolden(options.output, golden);
+  const items = golden.items;
+  const dimension = items[0]!.embedding.length;
+  out.info(`wrote ${items.length} items (${passages.length} passages, ${queries.length} queries, dim ${dimension}) to ${options.output}`);
+  out.result(options.output, { golden: options.output, items: items.length, dimension, model: spec.id, weights_sha256: weightsSha });
 }

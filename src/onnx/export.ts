@@ -104,6 +104,8 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
         query_instruction: spec.queryInstruction ?? null,
         files: [...kept, ...files],
         parity: sameSource ? Object.fromEntries(Object.entries(previous.parity ?? {}).filter(([p]) => !rewritten.has(p))) : {},
+        // bge convert's stage keys stay with the files they describe; each names its inputs' hashes.
+        ...(sameSource && previous.convert ? { convert: previous.convert } : {}),
       };
       return m;
     });

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { open, readdir, readFile, rm } from "node:fs/promises";
 import { rmSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { UsageError } from "../errors.js";
 import { onInterrupt, TEMP_NAME } from "./interrupt.js";
 import { processAlive } from "./process-alive.js";
@@ -58,6 +58,9 @@ export async function removeTempLeftovers(dir: string, subfolders: string[] = []
   return removed;
 }
 
+/** Folders this process holds the lock of, with how many holders within it. */
+const heldHere = new Map<string, number>();
+
 /**
  * Claims `dir` for one writing command. A live holder on this host is exit 2 naming its pid; a
  * dead one's lock is taken over with a message and its temporary files removed. The lock is also
@@ -65,6 +68,22 @@ export async function removeTempLeftovers(dir: string, subfolders: string[] = []
  */
 export async function lockFolder(dir: string, options: LockOptions): Promise<FolderLock> {
   const path = join(dir, LOCK_NAME);
+  // A command that holds the folder (convert) runs the stages that write it (export, quantize, build,
+  // verify's record) in the same process: they share its lock instead of refusing their own holder.
+  const key = resolve(dir);
+  const depth = heldHere.get(key);
+  if (depth !== undefined) {
+    heldHere.set(key, depth + 1);
+    let releasedNested = false;
+    return {
+      tookOverStale: false,
+      async release() {
+        if (releasedNested) return;
+        releasedNested = true;
+        heldHere.set(key, (heldHere.get(key) ?? 1) - 1);
+      },
+    };
+  }
   const me: LockRecord = { pid: process.pid, host: hostname(), command: options.command, started: new Date().toISOString() };
   let tookOverStale = false;
   let acquired = false;
@@ -104,12 +123,14 @@ export async function lockFolder(dir: string, options: LockOptions): Promise<Fol
   const removed = await removeTempLeftovers(dir, options.subfolders);
   if (removed && !tookOverStale) options.warn?.(`${dir}: removed ${removed} temporary file(s) left by an interrupted bge`);
   const dropOnInterrupt = onInterrupt(() => rmSync(path, { force: true }));
+  heldHere.set(key, 0);
   let released = false;
   return {
     tookOverStale: tookOverStale || removed > 0,
     async release() {
       if (released) return;
       released = true;
+      heldHere.delete(key);
       dropOnInterrupt();
       await rm(path, { force: true });
     },

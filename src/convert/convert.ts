@@ -1,0 +1,475 @@
+import { createHash } from "node:crypto";
+import { rmdirSync } from "node:fs";
+import { mkdir, rm, stat } from "node:fs/promises";
+import { basename, join, resolve } from "node:path";
+import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
+import { readGolden, writeGolden, type GoldenFile } from "../artifacts/golden.js";
+import { describeFile, MANIFEST_NAME, ONNX_ROLES, readManifest, writeManifest, type ArtifactFile, type Manifest, type StageRecord } from "../artifacts/manifest.js";
+import { readModelSpec } from "../checkpoint/model-spec.js";
+import { hashWeights } from "../checkpoint/weights.js";
+import { ToolMissingError, UsageError } from "../errors.js";
+import { exportOnnx } from "../onnx/export.js";
+import { makeNativeGolden } from "../parity/native-golden.js";
+import type { Tolerance } from "../parity/tolerances.js";
+import type { VerifyReport } from "../parity/verify.js";
+import { verifyTarget } from "../parity/verify-target.js";
+import type { CalibrationMethod } from "../quantize/calibrate.js";
+import { quantizeArtifact } from "../quantize/quantize-artifact.js";
+import { buildEngines, ENGINE_ROLES, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
+import { discoverTrtexec, type TrtexecInfo } from "../trt/discover-trtexec.js";
+import { lockFolder } from "../util/folder-lock.js";
+import { pathExists } from "../util/fs.js";
+import { onInterrupt } from "../util/interrupt.js";
+import { sha256File } from "../util/sha256.js";
+import { readTextsFile } from "../util/texts-file.js";
+import { hashFolderFiles, stageKey } from "./stage-key.js";
+
+export const CONVERT_PRECISIONS = ["fp32", "fp16", "int8"] as const;
+export type ConvertPrecision = (typeof CONVERT_PRECISIONS)[number];
+
+export interface ConvertLog {
+  info(message: string): void;
+  warn(message: string): void;
+  verbose(message: string): void;
+  progress(label: string, total: number): (done: number) => void;
+}
+
+export interface ConvertOptions {
+  /** The checkpoint folder (a hub snapshot or a local folder). */
+  modelDir: string;
+  outDir: string;
+  precisions: readonly ConvertPrecision[];
+  /** max_length and query instruction when a pipeline sets them (else the model's own). */
+  maxLength?: number;
+  instruction?: string | null;
+  /** Tolerances per precision (a pipeline's) and the --tolerance override of the minimum cosine. */
+  tolerances?: Record<string, Partial<Tolerance>>;
+  tolerance?: number;
+  /** A golden to verify against; without one, a native float64 golden of `verification` is made. */
+  golden?: string;
+  verification: { texts: string; queries?: string };
+  calibration: { files: readonly string[]; method: CalibrationMethod; percentile?: number };
+  /** `--trtexec`: when given, a missing trtexec is an error (exit 3), not a skipped stage. */
+  trtexec?: string;
+  shapes?: Partial<EngineShapes>;
+  /** Run every stage whatever its key says. */
+  force: boolean;
+  batchSize: number;
+  version: string;
+  argv: string[];
+  log: ConvertLog;
+}
+
+export type StageStatus = "ran" | "skipped" | "unavailable";
+
+export interface StageOutcome {
+  stage: string;
+  status: StageStatus;
+  seconds: number;
+  /** Why it was skipped or unavailable. */
+  reason?: string;
+  outputs: string[];
+}
+
+/** One verified artifact, as the summary table and the JSON show it. */
+export interface SummaryRow {
+  path: string;
+  role: string;
+  precision: string;
+  backend: string;
+  size: number;
+  min_cosine: number;
+  mean_cosine: number;
+  topk_agreement: number | null;
+  pass: boolean;
+  seconds: number;
+  /** Verified by an earlier run of the same key (nothing it depends on changed). */
+  reused: boolean;
+  failures: string[];
+  diagnoses: { code: string; message: string }[];
+}
+
+export interface ConvertResult {
+  pass: boolean;
+  outDir: string;
+  modelId: string;
+  stages: StageOutcome[];
+  engines: { built: string[]; skipped_reason: string | null; trtexec: { path: string; version: string } | null };
+  rows: SummaryRow[];
+  /** Full reports of the verifications this run made (reused ones are in `rows`). */
+  reports: VerifyReport[];
+  /** Compact reports of every row (this run's and reused), for JUnit. */
+  compactReports: VerifyReport[];
+  goldenPath: string;
+  seconds: number;
+}
+
+const GOLDEN_NAME = "golden.json";
+const STAGE_COUNT = 6;
+
+/**
+ * download (done by the caller) → export → quantize → build → golden → verify, in one locked
+ * artifact folder. Each stage's key (its inputs' sha256 and its options) is recorded in the manifest;
+ * a rerun skips a stage whose key is unchanged and whose outputs still match their hashes, so a
+ * killed run is completed by running it again, and a change reruns what depends on it only.
+ */
+export async function convert(options: ConvertOptions): Promise<ConvertResult> {
+  const started = Date.now();
+  const dir = resolve(options.outDir);
+  const created = !(await pathExists(dir));
+  await mkdir(dir, { recursive: true });
+  // Registered before the lock so that, interrupted, the lock goes first and then a folder this run made, if empty.
+  const dropCreated = created ? onInterrupt(() => tryRmdir(dir)) : () => undefined;
+  const lock = await lockFolder(dir, { command: "convert", warn: options.log.warn });
+  try {
+    return await runStages(dir, options, started);
+  } finally {
+    await lock.release();
+    dropCreated();
+    if (created && !(await pathExists(join(dir, MANIFEST_NAME)))) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function tryRmdir(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // not empty (a stage committed) or already gone
+  }
+}
+
+async function runStages(dir: string, options: ConvertOptions, started: number): Promise<ConvertResult> {
+  const { log } = options;
+  const stages: StageOutcome[] = [];
+  let step = 0;
+  const begin = (name: string, what: string) => {
+    step++;
+    log.info(`[${step}/${STAGE_COUNT}] ${name}: ${what}`);
+    return Date.now();
+  };
+  const done = (stage: string, status: StageStatus, since: number, outputs: string[], reason?: string) => {
+    const o: StageOutcome = { stage, status, seconds: (Date.now() - since) / 1000, outputs, ...(reason ? { reason } : {}) };
+    stages.push(o);
+    if (status !== "ran") log.info(`      ${stage} ${status === "skipped" ? "skipped" : "not run"}: ${reason}`);
+    return o;
+  };
+  const builtBy = { tool: "bge", version: options.version, args: options.argv };
+  const precisions = new Set(options.precisions);
+
+  // ── checkpoint ──
+  let t = begin("checkpoint", `hashing ${options.modelDir}`);
+  const checkpoint = await hashFolderFiles(options.modelDir);
+  if (!Object.keys(checkpoint).length) throw new UsageError(`${options.modelDir}: an empty folder is not a checkpoint`);
+  done("checkpoint", "ran", t, []);
+
+  // ── export ──
+  t = begin("export", "ONNX graphs");
+  const exportOptions = { opset: 17, pooling: "auto", max_length: options.maxLength, instruction: options.instruction, external_data: "auto", bge: options.version };
+  // fp32 is always made: INT8 is calibrated on it and TensorRT builds fp16 engines from it.
+  const onnxWanted: ("fp32" | "fp16")[] = precisions.has("fp16") ? ["fp32", "fp16"] : ["fp32"];
+  let manifest = await readManifestIfAny(dir);
+  const exportRecords: Record<string, StageRecord> = {};
+  const exportTodo: ("fp32" | "fp16")[] = [];
+  for (const p of onnxWanted) {
+    const key = stageKey(`export-${p}`, checkpoint, { ...exportOptions, precision: p });
+    exportRecords[`export-${p}`] = record(key, checkpoint, { ...exportOptions, precision: p }, []);
+    if (!(await upToDate(dir, manifest, `export-${p}`, key, options.force))) exportTodo.push(p);
+  }
+  if (exportTodo.length) {
+    await exportOnnx({
+      modelDir: options.modelDir,
+      outDir: dir,
+      precisions: exportTodo,
+      opset: 17,
+      pooling: "auto",
+      maxLength: options.maxLength,
+      instruction: options.instruction,
+      externalData: "auto",
+      builtBy,
+      onStage: (m) => log.info(`      ${m}`),
+      onWarn: log.warn,
+    });
+  }
+  manifest = await readManifest(dir);
+  for (const p of exportTodo) exportRecords[`export-${p}`]!.outputs = onnxFiles(manifest, ONNX_ROLES[p]);
+  if (exportTodo.length) await recordStages(dir, Object.fromEntries(exportTodo.map((p) => [`export-${p}`, finish(exportRecords[`export-${p}`]!, t)])));
+  done("export", exportTodo.length ? "ran" : "skipped", t, exportTodo.flatMap((p) => onnxFiles(manifest!, ONNX_ROLES[p])), exportTodo.length ? undefined : "model.fp32.onnx" + (onnxWanted.length > 1 ? " and model.fp16.onnx are" : " is") + " up to date");
+
+  // trtexec is looked for once: quantize writes its version into the calibration cache header.
+  let trtexec: TrtexecInfo | undefined;
+  let noTrtexec: string | null = null;
+  try {
+    trtexec = await discoverTrtexec({ explicit: options.trtexec });
+  } catch (err) {
+    if (!(err instanceof ToolMissingError) || options.trtexec !== undefined) throw err;
+    noTrtexec = err.message;
+  }
+
+  // ── quantize ──
+  t = begin("quantize", precisions.has("int8") ? `INT8 from ${options.calibration.files.map((f) => basename(f)).join(" + ")}` : "not asked for");
+  if (precisions.has("int8")) {
+    manifest = await readManifest(dir);
+    const fp32 = manifest.files.find((f) => f.role === ONNX_ROLES.fp32)!;
+    const corpus: Record<string, string> = {};
+    for (const f of options.calibration.files) corpus[`calibration:${basename(f)}`] = await sha256File(f);
+    const inputs = { [fp32.path]: fp32.sha256, ...tokenizerHashes(manifest), ...corpus };
+    const trtVersion = trtexec ? `${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` : "8.6.1";
+    const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.version };
+    const key = stageKey("quantize", inputs, qOptions);
+    if (await upToDate(dir, manifest, "quantize", key, options.force)) {
+      done("quantize", "skipped", t, [], "INT8 graphs are up to date");
+    } else {
+      const texts: string[] = [];
+      for (const f of options.calibration.files) texts.push(...(await readTextsFile(f)));
+      if (!texts.length) throw new UsageError(`${options.calibration.files.join(", ")}: the calibration corpus is empty`);
+      const corpusSha256 = createHash("sha256").update(Object.values(corpus).join("\n")).digest("hex");
+      const { written } = await quantizeArtifact({
+        artifactDir: dir,
+        texts,
+        corpusSha256,
+        method: options.calibration.method,
+        percentile: options.calibration.percentile,
+        precisions: ["int8-qdq", "int8"],
+        trtVersion,
+        batchSize: 16,
+        builtBy,
+        onProgress: log.progress("      calibrate", texts.length),
+        onStage: (m) => log.info(`      ${m}`),
+        onWarn: log.warn,
+      });
+      const outputs = written.map((f) => f.path);
+      await recordStages(dir, { quantize: finish(record(key, inputs, qOptions, outputs), t) });
+      done("quantize", "ran", t, outputs);
+    }
+  } else done("quantize", "skipped", t, [], "int8 not in --precision");
+
+  // ── build ──
+  const enginePrecisions = (["fp16", "int8"] as EnginePrecision[]).filter((p) => precisions.has(p));
+  t = begin("build", trtexec ? `TensorRT ${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch} engines (${enginePrecisions.join(", ") || "none asked for"})` : "TensorRT engines");
+  const builtEngines: string[] = [];
+  if (!trtexec) {
+    done("build", "unavailable", t, [], `engines skipped: ${noTrtexec}`);
+  } else if (!enginePrecisions.length) {
+    done("build", "skipped", t, [], "neither fp16 nor int8 in --precision");
+  } else {
+    manifest = await readManifest(dir);
+    const shapesOption = options.shapes ?? {};
+    const todo: EnginePrecision[] = [];
+    const records: Record<string, StageRecord> = {};
+    for (const p of enginePrecisions) {
+      const source = manifest.files.find((f) => f.role === (p === "int8" ? ONNX_ROLES["int8-qdq"] : ONNX_ROLES.fp32))!;
+      const inputs = { [source.path]: source.sha256, trtexec: `${trtexec.path} ${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` };
+      const bOptions = { precision: p, shapes: shapesOption, int8_source: "qdq", bge: options.version };
+      const key = stageKey(`build-${p}`, inputs, bOptions);
+      records[`build-${p}`] = record(key, inputs, bOptions, []);
+      if (!(await upToDate(dir, manifest, `build-${p}`, key, options.force))) todo.push(p);
+    }
+    if (todo.length) {
+      const { written } = await buildEngines({ artifactDir: dir, precisions: todo, trtexec, shapes: shapesOption, int8Source: "qdq", builtBy, onStage: (m) => log.info(`      ${m}`), onWarn: log.warn });
+      for (const p of todo) records[`build-${p}`]!.outputs = written.filter((f) => f.role === ENGINE_ROLES[p] || f.path === `model.${p}.log`).map((f) => f.path);
+      await recordStages(dir, Object.fromEntries(todo.map((p) => [`build-${p}`, finish(records[`build-${p}`]!, t)])));
+    }
+    manifest = await readManifest(dir);
+    builtEngines.push(...manifest.files.filter((f) => enginePrecisions.some((p) => f.role === ENGINE_ROLES[p])).map((f) => f.path));
+    done("build", todo.length ? "ran" : "skipped", t, todo.map((p) => `model.${p}.plan`), todo.length ? undefined : "engines are up to date");
+  }
+
+  // ── golden ──
+  t = begin("golden", options.golden ? `using ${options.golden}` : "float64 reference vectors");
+  let golden: GoldenFile;
+  let goldenPath: string;
+  manifest = await readManifest(dir);
+  if (options.golden) {
+    goldenPath = resolve(options.golden);
+    golden = await readGolden(goldenPath);
+    done("golden", "skipped", t, [], `given: ${options.golden}`);
+  } else {
+    goldenPath = join(dir, GOLDEN_NAME);
+    const corpus: Record<string, string> = { [`texts:${basename(options.verification.texts)}`]: await sha256File(options.verification.texts) };
+    if (options.verification.queries) corpus[`queries:${basename(options.verification.queries)}`] = await sha256File(options.verification.queries);
+    const inputs = { ...checkpoint, ...corpus };
+    const gOptions = { max_length: options.maxLength, instruction: options.instruction, reference: "native", bge: options.version };
+    const key = stageKey("golden", inputs, gOptions);
+    if (await upToDate(dir, manifest, "golden", key, options.force)) {
+      done("golden", "skipped", t, [], `${GOLDEN_NAME} is up to date`);
+    } else {
+      const spec = await readModelSpec(options.modelDir, { maxLength: options.maxLength, queryInstruction: options.instruction });
+      const passages = await readTextsFile(options.verification.texts);
+      const queries = options.verification.queries ? await readTextsFile(options.verification.queries) : [];
+      if (!passages.length && !queries.length) throw new UsageError(`${options.verification.texts}: no texts to verify with`);
+      const made = await makeNativeGolden({
+        spec,
+        weightsSha256: await hashWeights(options.modelDir),
+        passages,
+        queries,
+        batchSize: options.batchSize,
+        version: options.version,
+        onProgress: log.progress("      golden", passages.length + queries.length),
+      });
+      await writeArtifactFolder(dir, { command: "convert", warn: log.warn }, async ({ staging, previous }) => {
+        await writeGolden(join(staging, GOLDEN_NAME), made);
+        const file = await describeFile(staging, GOLDEN_NAME, "golden", { built_by: builtBy });
+        return { ...previous!, files: [...previous!.files.filter((f) => f.path !== GOLDEN_NAME), file] };
+      });
+      await recordStages(dir, { golden: finish(record(key, inputs, gOptions, [GOLDEN_NAME]), t) });
+      done("golden", "ran", t, [GOLDEN_NAME]);
+    }
+    golden = await readGolden(goldenPath);
+  }
+
+  // ── verify ──
+  manifest = await readManifest(dir);
+  const targets = verifyTargets(manifest, precisions);
+  t = begin("verify", `${targets.length} artifact(s) against ${golden.items.length} golden items`);
+  const goldenSha = await sha256File(goldenPath);
+  const rows: SummaryRow[] = [];
+  const reports: VerifyReport[] = [];
+  const compactReports: VerifyReport[] = [];
+  let ranVerify = 0;
+  for (const file of targets) {
+    const precision = precisionName(file);
+    const inputs: Record<string, string> = { [file.path]: file.sha256, golden: goldenSha, ...tokenizerHashes(manifest) };
+    const extra = file.external_data ? manifest.files.find((f) => f.path === file.external_data) : undefined;
+    if (extra) inputs[extra.path] = extra.sha256;
+    const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.[precision], batch_size: options.batchSize, bge: options.version };
+    const name = `verify-${precision}`;
+    const key = stageKey(name, inputs, vOptions);
+    const previous = manifest.convert?.stages[name];
+    let report: VerifyReport;
+    let reused = false;
+    if (!options.force && previous?.key === key && previous.result) {
+      report = previous.result as VerifyReport;
+      reused = true;
+    } else {
+      const since = Date.now();
+      report = await verifyTarget({
+        path: dir,
+        precision,
+        manifest,
+        golden,
+        goldenPath,
+        candidateName: dir,
+        cliTolerance: options.tolerance,
+        pipelineTolerances: options.tolerances,
+        batchSize: options.batchSize,
+        maxLength: options.maxLength,
+        instruction: options.instruction,
+        onInfo: (m) => log.info(`      ${m}`),
+        onProgress: log.progress(`      verify ${precision}`, 2 * golden.items.length),
+      });
+      reports.push(report);
+      ranVerify++;
+      const compact = { ...report, items: [] };
+      await recordVerdict(dir, file.path, report, goldenPath);
+      await recordStages(dir, { [name]: { ...finish(record(key, inputs, vOptions, []), since), result: compact } });
+    }
+    compactReports.push({ ...report, items: [] });
+    rows.push({
+      path: file.path,
+      role: file.role,
+      precision,
+      backend: report.candidate.backend,
+      size: file.size + (extra?.size ?? 0),
+      min_cosine: report.summary.min_cosine,
+      mean_cosine: report.summary.mean_cosine,
+      topk_agreement: report.summary.topk_agreement,
+      pass: report.pass,
+      seconds: report.seconds,
+      reused,
+      failures: report.failures,
+      diagnoses: report.diagnoses.map((d) => ({ code: d.code, message: d.message })),
+    });
+  }
+  done("verify", ranVerify ? "ran" : "skipped", t, [], ranVerify ? undefined : "every artifact was verified before with the same inputs");
+  if (trtexec && builtEngines.length) {
+    log.warn(`engines ${builtEngines.join(", ")} were built; verify them on this machine with bge verify ${dir} --golden ${goldenPath} --backend trt`);
+  }
+
+  return {
+    pass: rows.every((r) => r.pass),
+    outDir: dir,
+    modelId: manifest.source.model_id,
+    stages,
+    engines: { built: builtEngines, skipped_reason: noTrtexec, trtexec: trtexec ? { path: trtexec.path, version: `${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` } : null },
+    rows,
+    reports,
+    compactReports,
+    goldenPath,
+    seconds: (Date.now() - started) / 1000,
+  };
+}
+
+function record(key: string, inputs: Record<string, string>, options: Record<string, unknown>, outputs: string[]): StageRecord {
+  return { key, inputs, options: JSON.parse(JSON.stringify(options)) as Record<string, unknown>, outputs, seconds: 0, finished: "" };
+}
+
+function finish(r: StageRecord, since: number): StageRecord {
+  return { ...r, seconds: (Date.now() - since) / 1000, finished: new Date().toISOString() };
+}
+
+async function readManifestIfAny(dir: string): Promise<Manifest | undefined> {
+  return (await pathExists(join(dir, MANIFEST_NAME))) ? readManifest(dir) : undefined;
+}
+
+/** The ONNX file of a role and its external data, if any. */
+function onnxFiles(manifest: Manifest, role: string): string[] {
+  const f = manifest.files.find((x) => x.role === role);
+  return f ? [f.path, ...(f.external_data ? [f.external_data] : [])] : [];
+}
+
+function tokenizerHashes(manifest: Manifest): Record<string, string> {
+  return Object.fromEntries(manifest.files.filter((f) => f.role === "tokenizer" || f.role === "config").map((f) => [f.path, f.sha256]));
+}
+
+/**
+ * A stage is up to date when its recorded key is this run's and every file it wrote is still listed
+ * with the same hash and still on disk with that content.
+ */
+async function upToDate(dir: string, manifest: Manifest | undefined, stage: string, key: string, force: boolean): Promise<boolean> {
+  if (force || !manifest) return false;
+  const rec = manifest.convert?.stages[stage];
+  if (!rec || rec.key !== key || !rec.outputs.length) return false;
+  for (const path of rec.outputs) {
+    const f = manifest.files.find((x) => x.path === path);
+    if (!f) return false;
+    try {
+      if ((await stat(join(dir, path))).size !== f.size) return false;
+    } catch {
+      return false;
+    }
+    if ((await sha256File(join(dir, path))) !== f.sha256) return false;
+  }
+  return true;
+}
+
+/** Stage records go into the manifest as each stage finishes (under the folder's lock, which convert holds). */
+async function recordStages(dir: string, records: Record<string, StageRecord>): Promise<void> {
+  const m = await readManifest(dir);
+  m.convert = { format: "bge-convert/1", stages: { ...(m.convert?.stages ?? {}), ...records } };
+  await writeManifest(dir, m);
+}
+
+async function recordVerdict(dir: string, path: string, r: VerifyReport, goldenPath: string): Promise<void> {
+  const m = await readManifest(dir);
+  m.parity[path] = { pass: r.pass, golden: goldenPath, min_cosine: r.summary.min_cosine, mean_cosine: r.summary.mean_cosine, tolerance: r.tolerance.min_cosine, checked_at: new Date().toISOString() };
+  await writeManifest(dir, m);
+}
+
+const VERIFY_ORDER = [ONNX_ROLES.fp32, ONNX_ROLES.fp16, ONNX_ROLES.int8, ONNX_ROLES["int8-qdq"]] as string[];
+
+/** What convert verifies: the ONNX graph of every precision asked for (int8: both INT8 graphs). */
+function verifyTargets(manifest: Manifest, precisions: Set<ConvertPrecision>): ArtifactFile[] {
+  const roles = new Set<string>();
+  if (precisions.has("fp32")) roles.add(ONNX_ROLES.fp32);
+  if (precisions.has("fp16")) roles.add(ONNX_ROLES.fp16);
+  if (precisions.has("int8")) {
+    roles.add(ONNX_ROLES.int8);
+    roles.add(ONNX_ROLES["int8-qdq"]);
+  }
+  return manifest.files.filter((f) => roles.has(f.role)).sort((a, b) => VERIFY_ORDER.indexOf(a.role) - VERIFY_ORDER.indexOf(b.role));
+}
+
+function precisionName(file: ArtifactFile): string {
+  const entry = Object.entries(ONNX_ROLES).find(([, role]) => role === file.role);
+  return entry ? entry[0] : file.role;
+}

@@ -1,0 +1,59 @@
+import { GOLDEN_FORMAT, type GoldenFile, type GoldenItem } from "../artifacts/golden.js";
+import type { ModelSpec } from "../checkpoint/model-spec.js";
+import { assertFiniteEmbedding } from "../runners/embedder.js";
+import { ReferenceEmbedder } from "../runners/reference-embedder.js";
+
+export interface NativeGoldenOptions {
+  spec: ModelSpec;
+  /** sha256 of the checkpoint's weights (hashWeights): what verify matches artifacts against. */
+  weightsSha256: string;
+  passages: readonly string[];
+  queries: readonly string[];
+  batchSize: number;
+  /** The producing tool's version, recorded in the golden. */
+  version: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * A golden from bge's own float64 encoder: passages as they are, queries with the model's
+ * instruction, each with its token ids and vector. No NaN/Inf vector goes into it.
+ */
+export async function makeNativeGolden(options: NativeGoldenOptions): Promise<GoldenFile> {
+  const { spec, passages, queries } = options;
+  const embedder = await ReferenceEmbedder.load(spec);
+  const items: GoldenItem[] = [];
+  const total = passages.length + queries.length;
+  try {
+    for (const [kind, texts, offset] of [["passage", passages, 0], ["query", queries, passages.length]] as const) {
+      if (!texts.length) continue;
+      const res = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: (d) => options.onProgress?.(offset + d, total) });
+      texts.forEach((text, i) => items.push({ text, kind, input_ids: res.inputIds[i]!, embedding: Array.from(res.embeddings[i]!) }));
+    }
+  } finally {
+    await embedder.deactivate();
+  }
+  assertFiniteItems(items);
+  return {
+    format: GOLDEN_FORMAT,
+    model: { id: spec.id, revision: spec.revision, weights_sha256: options.weightsSha256 },
+    producer: {
+      name: "bge-reference",
+      version: options.version,
+      pooling: spec.pooling,
+      normalize: spec.normalize,
+      use_fp16: false,
+      max_length: spec.maxLength,
+      query_instruction: spec.queryInstruction ?? null,
+      device: "cpu",
+      dtype: "float64",
+    },
+    items,
+  };
+}
+
+/** A golden is what every later verify trusts: no NaN/Inf vector goes into one, whichever reference produced it. */
+export function assertFiniteItems(items: readonly GoldenItem[]): void {
+  const seen = { passage: 0, query: 0 };
+  for (const item of items) assertFiniteEmbedding(item.embedding, `${item.kind} ${seen[item.kind]++}`, item.text);
+}
