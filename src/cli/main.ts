@@ -11,6 +11,8 @@ import { SHAPE_NAMES } from "../fixture/shapes.js";
 import { ONNX_PRECISIONS } from "../artifacts/manifest.js";
 import { batchSeqOption, decimalOption, integerOption, LIMITS, listOption, toleranceOption } from "./options.js";
 import { buildCommand } from "../commands/build.js";
+import { convertCommand, DEFAULT_MODEL } from "../commands/convert.js";
+import { CONVERT_PRECISIONS } from "../convert/convert.js";
 import { ENGINE_PRECISIONS } from "../trt/build-engine.js";
 import { quantizeCommand } from "../commands/quantize.js";
 import { CALIBRATION_METHODS } from "../quantize/calibrate.js";
@@ -262,6 +264,41 @@ export function buildProgram(): Command {
           timingCache: opts.timingCache,
           workspace: opts.workspace,
           optLevel: opts.optLevel,
+          argv: process.argv.slice(2),
+        },
+        outputFor(cmd),
+      );
+    });
+
+  program
+    .command("convert")
+    .description("the main job: download → export → quantize → build (where trtexec exists) → golden → verify, into one artifact folder; a rerun skips every stage whose inputs are unchanged")
+    .argument("[model]", `hub id (id@revision) or checkpoint folder (default ${DEFAULT_MODEL})`)
+    .requiredOption("-o, --output <dir>", "artifact folder to write (new, empty, or one convert wrote before)")
+    .option("--precision <list>", `comma-separated: ${CONVERT_PRECISIONS.join(", ")} (default: the pipeline's, else all three; int8 makes both INT8 graphs)`, listOption("--precision", CONVERT_PRECISIONS))
+    .option("--pipeline <file>", "recipe (pipelines/*.json): precisions and tolerances, corpora, shape profile (default: the bundled one for the model id)")
+    .option("--golden <file>", "verify against this golden (bge golden, or FlagModel's) instead of a native float64 one")
+    .option("--tolerance <cos>", "minimum cosine over every text, for every precision (default per precision: fp32 0.99999, fp16 0.999, int8 0.98)", toleranceOption)
+    .option("--trtexec <path>", "the trtexec to build engines with (default: $TRTEXEC, PATH, /usr/src/tensorrt/bin/trtexec; none found: engines are skipped)")
+    .option("--force", "run every stage even where its inputs are unchanged", false)
+    .option("--report <file>", "write the bge-convert/1 JSON report here")
+    .option("--junit <file>", "write a JUnit XML report (one test case per artifact) here")
+    .option("--batch-size <n>", "texts per batch for the golden and verify", integerOption("--batch-size", LIMITS.batchSize), 32)
+    .addHelpText("after", "\nExample:\n  bge convert BAAI/bge-small-zh-v1.5 -o out/bge-small-zh --junit out/junit.xml\n  bge convert ./my-bge-checkpoint -o out/mine --precision fp32,int8 --tolerance 0.985")
+    .action(async (model: string | undefined, opts, cmd: Command) => {
+      await convertCommand(
+        {
+          model,
+          output: opts.output,
+          precisions: opts.precision,
+          pipeline: opts.pipeline,
+          golden: opts.golden,
+          tolerance: opts.tolerance,
+          trtexec: opts.trtexec,
+          force: opts.force,
+          report: opts.report,
+          junit: opts.junit,
+          batchSize: opts.batchSize,
           argv: process.argv.slice(2),
         },
         outputFor(cmd),
