@@ -102,11 +102,12 @@ export function buildProgram(): Command {
   program
     .command("embed")
     .description("print one pooled, normalised vector per text, in input order")
-    .argument("<model>", "checkpoint folder, artifact folder (bge export) or .onnx file")
+    .argument("<model>", "checkpoint folder, artifact folder (bge export), .onnx file or engine (.plan in its artifact folder)")
     .argument("[text...]", "texts to embed")
     .option("--file <file>", "read texts from a file (.json array, .jsonl, or one per line; - for stdin)")
-    .addOption(new Option("--backend <backend>", "what computes the vectors (default: reference for a checkpoint, onnx for an artifact or .onnx)").choices(["reference", "onnx"]))
-    .addOption(new Option("--precision <p>", "which model of an artifact folder or which tolerances an .onnx file gets").choices(EMBED_PRECISIONS))
+    .addOption(new Option("--backend <backend>", "what computes the vectors (default: reference for a checkpoint, onnx for an artifact or .onnx, trt for an engine); trt runs an artifact's TensorRT engine through trtexec").choices(["reference", "onnx", "trt"]))
+    .addOption(new Option("--precision <p>", "which model (or with --backend trt, which engine: fp16, int8, fp32) of an artifact folder, or which tolerances an .onnx file gets").choices(EMBED_PRECISIONS))
+    .option("--trtexec <path>", "--backend trt: the trtexec to use (default: $TRTEXEC, then PATH, then /usr/src/tensorrt/bin/trtexec)")
     .option("--query", "embed as queries (the model's instruction is prepended)", false)
     .addOption(new Option("--pooling <mode>", "override the model's pooling").choices(["cls", "mean"]))
     .option("--no-normalize", "skip L2 normalisation")
@@ -114,7 +115,7 @@ export function buildProgram(): Command {
     .option("--batch-size <n>", "texts per batch", integerOption("--batch-size", LIMITS.batchSize), 32)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
-    .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json\n  bge embed /tmp/t-onnx 你好 --precision fp16")
+    .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json\n  bge embed /tmp/t-onnx 你好 --precision fp16\n  bge embed /tmp/t-onnx 你好 --backend trt --precision fp16")
     .action(async (model: string, texts: string[], opts, cmd: Command) => {
       await embedCommand(
         {
@@ -129,6 +130,7 @@ export function buildProgram(): Command {
           maxLength: opts.maxLength,
           batchSize: opts.batchSize,
           instruction: instructionFrom(opts),
+          trtexec: opts.trtexec,
         },
         outputFor(cmd),
       );
@@ -170,10 +172,12 @@ export function buildProgram(): Command {
   program
     .command("verify")
     .description("the parity gate: compare an artifact's vectors with a golden file; exit 0 pass, 1 fail")
-    .argument("<candidate>", "artifact folder (every ONNX in it), or an .onnx file")
+    .argument("<candidate>", "artifact folder (every ONNX in it, or with --backend trt every engine), an .onnx file, or an engine (.plan in its artifact folder)")
     .requiredOption("--golden <file>", "bge-golden/1 file (bge golden)")
     .option("--tolerance <cos>", "minimum cosine over every text, between 0 and 1 (default per precision: fp32 0.99999, fp16 0.999, int8 0.98)", toleranceOption)
-    .option("--precision <list>", `only these precisions of an artifact folder (${VERIFY_PRECISIONS.join(", ")}); for an .onnx file, which tolerances apply`, listOption("--precision", VERIFY_PRECISIONS))
+    .option("--precision <list>", `only these precisions of an artifact folder (${VERIFY_PRECISIONS.join(", ")}; engines: fp16, int8, fp32); for an .onnx file, which tolerances apply`, listOption("--precision", VERIFY_PRECISIONS))
+    .addOption(new Option("--backend <backend>", "onnx: the artifact's ONNX models on ONNX Runtime; trt: its TensorRT engines (bge build) through trtexec (default: onnx, trt for an engine file)").choices(["onnx", "trt"]))
+    .option("--trtexec <path>", "--backend trt: the trtexec to use (default: $TRTEXEC, then PATH, then /usr/src/tensorrt/bin/trtexec)")
     .option("--report <file>", "write the JSON report here")
     .option("--junit <file>", "write a JUnit XML report here (one test case per artifact)")
     .option("--pipeline <file>", "take tolerances from a pipeline file (pipelines/*.json)")
@@ -183,7 +187,7 @@ export function buildProgram(): Command {
     .option("--allow-settings-mismatch", "run although the golden was made with other pooling, normalize, max_length or query instruction than the candidate runs with (reported as a settings diagnosis)", false)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
-    .addHelpText("after", "\nExample:\n  bge verify /tmp/t-onnx --golden golden/tiny.json --junit parity.xml")
+    .addHelpText("after", "\nExample:\n  bge verify /tmp/t-onnx --golden golden/tiny.json --junit parity.xml\n  bge verify /tmp/t-onnx --golden golden/tiny.json --backend trt --precision fp16,int8")
     .action(async (candidate: string, opts, cmd: Command) => {
       await verifyCommand(
         {
@@ -199,6 +203,8 @@ export function buildProgram(): Command {
           instruction: instructionFrom(opts),
           modelId: opts.modelId,
           allowSettingsMismatch: opts.allowSettingsMismatch,
+          backend: opts.backend,
+          trtexec: opts.trtexec,
         },
         outputFor(cmd),
       );

@@ -1,18 +1,19 @@
 import { join, resolve } from "node:path";
 import type { Output } from "../cli/output.js";
 import { readGolden, type GoldenFile } from "../artifacts/golden.js";
-import { MANIFEST_NAME, ONNX_ROLES, precisionOfRole, readManifest, writeManifest, type Manifest } from "../artifacts/manifest.js";
+import { MANIFEST_NAME, ONNX_ROLES, precisionOfRole, readManifest, TRT_PRECISIONS, writeManifest, type ArtifactFile, type Manifest } from "../artifacts/manifest.js";
 import { measureLayerDrift } from "../quantize/layer-drift.js";
 import { diagnoseInt8Layers } from "../parity/int8-diagnosis.js";
 import type { Diagnosis } from "../parity/diagnose.js";
 import { readPipeline } from "../artifacts/pipeline.js";
 import { ParityError, UsageError } from "../errors.js";
-import { reportJUnit, reportJson, renderText } from "../parity/report.js";
+import { reportJUnit, reportJson, renderText, type ReportEntry } from "../parity/report.js";
 import { resolveTolerance } from "../parity/tolerances.js";
 import { probeFp16Range } from "../parity/fp16-range.js";
 import { refuseSettingsMismatch, verifyAgainstGolden, type VerifyReport } from "../parity/verify.js";
-import { loadEmbedder } from "../runners/load-embedder.js";
+import { isEngineFile, loadEmbedder, type LoadedEmbedder } from "../runners/load-embedder.js";
 import { OnnxEmbedder } from "../runners/onnx-embedder.js";
+import { TrtEmbedder } from "../runners/trt-embedder.js";
 import { backendName, executionProviders } from "../runners/ort.js";
 import { writeOutputFile } from "../util/atomic.js";
 import { liveLockHolder, withFolderLock } from "../util/folder-lock.js";
@@ -33,24 +34,46 @@ export interface VerifyCommandOptions {
   modelId?: string;
   /** Run although the golden was made with other settings (a settings diagnosis says which). */
   allowSettingsMismatch?: boolean;
+  /** onnx: the artifact's ONNX models (ONNX Runtime); trt: its TensorRT engines (trtexec). @default onnx, trt for an engine file */
+  backend?: "onnx" | "trt";
+  /** --backend trt: the trtexec to use (else $TRTEXEC, PATH, /usr/src/tensorrt/bin). */
+  trtexec?: string;
 }
 
-/** Which files to verify: every ONNX of an artifact folder (or --precision's), or the one file given. */
-async function candidateTargets(candidate: string, precision: string[] | undefined): Promise<{ manifest?: Manifest; targets: { path: string; precision?: string }[] }> {
+const isEngine = (f: ArtifactFile) => f.role.startsWith("trt-") && f.role !== "trt-log";
+const isOnnxModel = (f: ArtifactFile) => f.role.startsWith("onnx-") && f.role !== "onnx-data";
+
+/**
+ * Which files to verify: every ONNX of an artifact folder (with --backend trt every engine), or
+ * --precision's, or the one file given.
+ */
+async function candidateTargets(
+  candidate: string,
+  precision: string[] | undefined,
+  backend: "onnx" | "trt",
+): Promise<{ manifest?: Manifest; targets: { path: string; precision?: string }[] }> {
   const full = resolve(candidate);
   if (await isDir(full)) {
     if (!(await isFile(join(full, MANIFEST_NAME)))) {
       throw new UsageError(`${candidate} is a folder without ${MANIFEST_NAME}: verify takes an artifact folder (bge export), an .onnx file or an engine; a checkpoint is what goldens are made from`);
     }
     const manifest = await readManifest(full);
-    const onnx = manifest.files.filter((f) => f.role.startsWith("onnx-") && f.role !== "onnx-data");
-    const wanted = precision ?? onnx.map((f) => precisionOfRole(f.role)!);
+    const models = manifest.files.filter(backend === "trt" ? isEngine : isOnnxModel);
+    const what = backend === "trt" ? "engine" : "model";
+    if (!models.length) {
+      throw new UsageError(
+        backend === "trt" ? `${candidate} has no TensorRT engine to verify; build them with bge build ${candidate} --precision fp16,int8` : `${candidate}: the manifest lists no ONNX model to verify`,
+      );
+    }
+    const wanted = precision ?? models.map((f) => precisionOfRole(f.role)!);
     const targets = wanted.map((p) => {
-      const f = onnx.find((x) => precisionOfRole(x.role) === p);
-      if (!f) throw new UsageError(`${candidate} has no ${p} model (it has: ${onnx.map((x) => precisionOfRole(x.role)).join(", ") || "none"})`);
+      const f = models.find((x) => precisionOfRole(x.role) === p);
+      if (!f) {
+        const hint = backend !== "trt" ? "" : (TRT_PRECISIONS as readonly string[]).includes(p) ? `; build it with bge build ${candidate} --precision ${p}` : `; engines are ${TRT_PRECISIONS.join(", ")}`;
+        throw new UsageError(`${candidate} has no ${p} ${what} (it has: ${models.map((x) => precisionOfRole(x.role)).join(", ")})${hint}`);
+      }
       return { path: full, precision: p };
     });
-    if (!targets.length) throw new UsageError(`${candidate}: the manifest lists no ONNX model to verify`);
     return { manifest, targets };
   }
   if (precision && precision.length > 1) throw new UsageError(`--precision ${precision.join(",")}: ${candidate} is one model; give the one precision whose tolerances apply`);
@@ -68,6 +91,18 @@ function int8Probe(manifest: Manifest | undefined, candidate: string, role: stri
   if (!fp32 || !int8) return undefined;
   const dir = resolve(candidate);
   return async (ids) => diagnoseInt8Layers(await measureLayerDrift(join(dir, fp32.path), join(dir, int8.path), ids), int8.quantization, ids.map((x) => x.length));
+}
+
+function versionOf(trt: TrtEmbedder): string {
+  const v = trt.trtexec.version;
+  return `${v.major}.${v.minor}.${v.patch}`;
+}
+
+/** The ONNX role an INT8 engine was built from (its Q/DQ graph), for the per-layer INT8 diagnosis. */
+function engineGraphRole(manifest: Manifest | undefined, role: string | undefined): string | undefined {
+  const engine = manifest?.files.find((f) => f.role === role);
+  if (role !== "trt-int8" || engine?.trt?.int8_source !== "qdq") return undefined;
+  return manifest?.files.find((f) => f.path === engine.trt!.source)?.role;
 }
 
 /** A golden for another model, dimension or checkpoint is refused before anything runs (exit 2). */
@@ -100,38 +135,55 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
   }
   const golden = await readGolden(options.golden);
   const pipeline = options.pipeline ? await readPipeline(options.pipeline) : undefined;
-  const { manifest, targets } = await candidateTargets(options.candidate, options.precision);
-  const reports: VerifyReport[] = [];
-  for (const target of targets) {
-    const { embedder, spec, target: loaded } = await loadEmbedder(target.path, {
-      backend: "onnx",
-      precision: target.precision,
-      maxLength: options.maxLength,
-      instruction: options.instruction,
-    });
+  const backend = options.backend ?? ((await isEngineFile(options.candidate)) ? "trt" : "onnx");
+  if (options.trtexec !== undefined && backend !== "trt") throw new UsageError(`--trtexec ${options.trtexec} applies to --backend trt only (TensorRT engines); add --backend trt to verify the artifact's engines`);
+  const { manifest, targets } = await candidateTargets(options.candidate, options.precision, backend);
+  const open = (target: { path: string; precision?: string }) =>
+    loadEmbedder(target.path, { backend, precision: target.precision, maxLength: options.maxLength, instruction: options.instruction, trtexec: options.trtexec });
+  // Engines are cheap to open (nothing is loaded until trtexec runs), so every engine's hashes,
+  // TensorRT version and record are checked before the first run; ONNX sessions open one at a time.
+  const opened: LoadedEmbedder[] = [];
+  if (backend === "trt") for (const target of targets) opened.push(await open(target));
+  const reports: ReportEntry[] = [];
+  for (const [i, target] of targets.entries()) {
+    const { embedder, spec, target: loaded } = opened[i] ?? (await open(target));
     try {
-      if (!(embedder instanceof OnnxEmbedder)) throw new UsageError(`${options.candidate}: verify needs an ONNX model or engine`);
-      checkGoldenMatches(golden, options.golden, options.candidate, embedder.dimension, options.modelId ?? spec.id, manifest);
-      if (!options.allowSettingsMismatch) refuseSettingsMismatch(golden, options.golden, embedder.modelPath, embedder.spec);
+      if (!(embedder instanceof OnnxEmbedder || embedder instanceof TrtEmbedder)) throw new UsageError(`${options.candidate}: verify needs an ONNX model or engine`);
+      const candidatePath = loaded.path;
+      checkGoldenMatches(golden, options.golden, options.candidate, embedder.dimension, options.modelId ?? spec.id, manifest ?? loaded.manifest);
+      if (!options.allowSettingsMismatch) refuseSettingsMismatch(golden, options.golden, candidatePath, embedder.spec);
       const { tolerance, notes } = resolveTolerance(embedder.precision, {
         cli: options.tolerance,
         pipeline: pipeline?.precisions?.[embedder.precision],
         goldenUsesFp16: golden.producer.use_fp16,
       });
-      out.info(`verifying ${embedder.modelPath} (${embedder.precision}) against ${golden.items.length} golden items …`);
-      const report = await verifyAgainstGolden(embedder, golden, {
+      const trt = embedder instanceof TrtEmbedder ? embedder : undefined;
+      out.info(`verifying ${candidatePath} (${embedder.precision}${trt ? `, TensorRT ${versionOf(trt)} through ${trt.trtexec.path}` : ""}) against ${golden.items.length} golden items …`);
+      const report: ReportEntry = await verifyAgainstGolden(embedder, golden, {
         goldenPath: options.golden,
-        candidatePath: embedder.modelPath,
+        candidatePath,
         candidateRole: loaded.role ?? null,
         allowSettingsMismatch: options.allowSettingsMismatch,
         tolerance,
         toleranceNotes: notes,
         batchSize: options.batchSize,
-        backend: backendName(executionProviders()),
+        backend: trt ? "trt" : backendName(executionProviders()),
         onProgress: out.progress("verify", 2 * golden.items.length),
-        probeFp16: embedder.precision === "fp16" ? (batches) => probeFp16Range(embedder.modelPath, batches.map((b) => embedder.feeds(b))) : undefined,
-        probeInt8: int8Probe(manifest, options.candidate, loaded.role),
+        // ONNX Runtime on CPU computes FP16 in FP32, so its graph is probed for overflow; a TensorRT
+        // engine computes in FP16 itself, and an overflow shows in its own vectors.
+        probeFp16: embedder instanceof OnnxEmbedder && embedder.precision === "fp16" ? (batches) => probeFp16Range(embedder.modelPath, batches.map((b) => embedder.feeds(b))) : undefined,
+        probeInt8: int8Probe(manifest, options.candidate, trt ? engineGraphRole(loaded.manifest, loaded.role) : loaded.role),
       });
+      if (trt) {
+        report.trt = {
+          tensorrt: versionOf(trt),
+          trtexec: trt.trtexec.path,
+          gpu: trt.device?.name ?? null,
+          compute_capability: trt.device?.computeCapability ?? null,
+          runs: trt.runs,
+        };
+        out.verbose(`${candidatePath}: ${trt.runs} trtexec runs`);
+      }
       reports.push(report);
     } finally {
       await embedder.deactivate();
@@ -162,7 +214,7 @@ export async function verifyCommand(options: VerifyCommandOptions, out: Output):
  * two verifies of one artifact, say a CI matrix, each add their own record. Another verify holding
  * the lock for its moment of writing is waited for.
  */
-async function recordVerdicts(dir: string, reports: VerifyReport[], goldenPath: string): Promise<void> {
+async function recordVerdicts(dir: string, reports: readonly VerifyReport[], goldenPath: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
       await withFolderLock(dir, { command: "verify" }, async () => {

@@ -3,6 +3,26 @@ import { fmt } from "./verify.js";
 
 const WORST = 10;
 
+/** How a TensorRT engine ran: the TensorRT and GPU that computed its vectors, and what that cost. */
+export interface TrtRunRecord {
+  /** TensorRT X.Y.Z of the trtexec that ran the engine. */
+  tensorrt: string;
+  trtexec: string;
+  /** The GPU the runs selected, from trtexec's log (null where the log named none). */
+  gpu: string | null;
+  compute_capability: string | null;
+  /** trtexec processes this verify started for the engine, diagnoses included: each loads the engine once. */
+  runs: number;
+}
+
+/** One verified candidate as reports show it: the parity result, and for an engine how it ran. */
+export type ReportEntry = VerifyReport & { trt?: TrtRunRecord };
+
+function describeRuns(t: TrtRunRecord): string {
+  const gpu = t.gpu ? ` on ${t.gpu}${t.compute_capability ? ` (compute capability ${t.compute_capability})` : ""}` : " (trtexec's log named no GPU)";
+  return `TensorRT ${t.tensorrt}${gpu} through ${t.trtexec}: ${t.runs} trtexec run${t.runs === 1 ? "" : "s"}`;
+}
+
 function pad(s: string, n: number): string {
   return s.length >= n ? s.slice(0, n) : s + " ".repeat(n - s.length);
 }
@@ -13,11 +33,12 @@ function excerpt(text: string, n = 38): string {
 }
 
 /** The readable table: verdict, summary against the gates, the worst items, and the diagnoses with their fixes. */
-export function renderText(report: VerifyReport): string {
+export function renderText(report: ReportEntry): string {
   const s = report.summary;
   const t = report.tolerance;
   const lines: string[] = [];
   lines.push(`${report.pass ? "PASS" : "FAIL"}  ${report.candidate.path} (${report.candidate.precision}, ${report.candidate.backend}) vs ${report.golden.path}`);
+  if (report.trt) lines.push(`      ${describeRuns(report.trt)}`);
   lines.push(`      golden ${report.golden.model_id}, ${report.golden.items} items by ${report.golden.producer}; max_length ${report.settings.max_length}, instruction ${JSON.stringify(report.settings.query_instruction)}`);
   lines.push("");
   lines.push(`  ${pad("metric", 22)} ${pad("value", 14)} gate`);
@@ -64,11 +85,13 @@ export const VERIFY_REPORT_FORMAT = "bge-verify/1";
  * does not break when a precision is added — `{format, pass, golden, artifacts: [...]}`, one entry per
  * file verified; per-item rows keep index, cosine, max_abs_diff, tokens_match.
  */
-export function reportJson(reports: VerifyReport[]): unknown {
+export function reportJson(reports: readonly ReportEntry[]): unknown {
   if (!reports.length) throw new Error("reportJson: no reports");
-  const shape = (r: VerifyReport) => ({
+  const shape = (r: ReportEntry) => ({
     pass: r.pass,
     candidate: r.candidate,
+    // TensorRT candidates: version, GPU and trtexec runs; null for ONNX Runtime ones (one shape for all).
+    trt: r.trt ?? null,
     tolerance: r.tolerance,
     tolerance_notes: r.tolerance_notes,
     settings: r.settings,
@@ -94,13 +117,14 @@ function xmlEscape(s: string): string {
 }
 
 /** JUnit XML: one test case per artifact/precision, failures carrying the gates and diagnoses. */
-export function reportJUnit(reports: VerifyReport[]): string {
+export function reportJUnit(reports: readonly ReportEntry[]): string {
   const failures = reports.filter((r) => !r.pass).length;
   const time = reports.reduce((s, r) => s + r.seconds, 0);
   const cases = reports.map((r) => {
     const name = `${r.candidate.path} (${r.candidate.precision})`;
     const head = `    <testcase classname="bge.verify" name="${xmlEscape(name)}" time="${r.seconds.toFixed(3)}">`;
-    const props = `      <system-out>${xmlEscape(`min_cosine=${r.summary.min_cosine} mean_cosine=${r.summary.mean_cosine} p01_cosine=${r.summary.p01_cosine} max_abs_diff=${r.summary.max_abs_diff} batch_drift=${r.summary.batch_drift} topk_agreement=${r.summary.topk_agreement}`)}</system-out>`;
+    const runs = r.trt ? ` tensorrt=${r.trt.tensorrt} gpu=${JSON.stringify(r.trt.gpu)} compute_capability=${r.trt.compute_capability} trtexec_runs=${r.trt.runs}` : "";
+    const props = `      <system-out>${xmlEscape(`backend=${r.candidate.backend}${runs} min_cosine=${r.summary.min_cosine} mean_cosine=${r.summary.mean_cosine} p01_cosine=${r.summary.p01_cosine} max_abs_diff=${r.summary.max_abs_diff} batch_drift=${r.summary.batch_drift} topk_agreement=${r.summary.topk_agreement}`)}</system-out>`;
     if (r.pass) return `${head}\n${props}\n    </testcase>`;
     const msg = r.failures.join("; ");
     const body = [...r.failures, ...r.diagnoses.map((d) => `[${d.code}] ${d.message}`)].join("\n");

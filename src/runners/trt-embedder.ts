@@ -4,8 +4,10 @@ import { encoderInputNames } from "../onnx/encoder-graph.js";
 import { l2Normalize, poolHidden } from "../reference/pooling.js";
 import { applyInstruction, loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import type { TrtexecInfo } from "../trt/discover-trtexec.js";
+import { checkEngineDevice, checkEngineVersion, type DeviceSeen, type EngineBinding } from "../trt/engine-binding.js";
 import type { ExportedTensor } from "../trt/export-output.js";
-import { runEngine, type RunEngineOptions } from "../trt/run-engine.js";
+import { runEngineWithLog, type RunEngineOptions } from "../trt/run-engine.js";
+import { parseTrtexecLog } from "../trt/trtexec-log.js";
 import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
 import type { EmbedOverrides } from "./onnx-embedder.js";
 
@@ -32,6 +34,11 @@ export interface TrtEmbedderLoadOptions {
   outputs?: readonly string[];
   /** What the graph's `sentence_embedding` computes (manifest pooling/normalize), when bge wrote it. */
   graphPooling?: { pooling: "cls" | "mean" | "none"; normalize: boolean };
+  /**
+   * The TensorRT version and GPU that built the engine (manifest `trt`): another version is refused
+   * at load, another GPU as soon as a run's log names the one it selected (before its outputs are used).
+   */
+  builtOn?: EngineBinding;
   /** Where each run's temporary folder goes. @default os.tmpdir() */
   workDir?: string;
   /** Per trtexec run. @default 10 min */
@@ -52,6 +59,8 @@ export class TrtEmbedder implements Embedder {
   readonly name = "trt";
   /** trtexec inference runs so far (each one loads the engine). */
   runs = 0;
+  /** The GPU the last run selected, from its log (undefined until a run names one). */
+  device: DeviceSeen | undefined;
 
   private constructor(
     readonly enginePath: string,
@@ -65,10 +74,12 @@ export class TrtEmbedder implements Embedder {
     private readonly useGraphPooling: boolean,
     private readonly hiddenOutput: string | undefined,
     private readonly runOptions: Pick<RunEngineOptions, "workDir" | "timeoutMs">,
+    readonly builtOn: EngineBinding | undefined,
   ) {}
 
   static async load(options: TrtEmbedderLoadOptions): Promise<TrtEmbedder> {
     const { spec, profile, enginePath } = options;
+    if (options.builtOn) checkEngineVersion(enginePath, options.builtOn, options.trtexec);
     for (const [corner, [b, s]] of Object.entries(profile)) {
       if (!(Number.isInteger(b) && b >= 1 && Number.isInteger(s) && s >= 1)) {
         throw new UsageError(`${enginePath}: profile ${corner} ${b}x${s} is not a BATCHxSEQ of positive integers`);
@@ -89,7 +100,7 @@ export class TrtEmbedder implements Embedder {
     return new TrtEmbedder(enginePath, spec, options.trtexec, profile, options.precision, inputNames, outputNames, tokenizer, useGraphPooling, hiddenOutput, {
       ...(options.workDir !== undefined && { workDir: options.workDir }),
       ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
-    });
+    }, options.builtOn);
   }
 
   get dimension(): number {
@@ -156,7 +167,7 @@ export class TrtEmbedder implements Embedder {
       const rows = batch.map((i) => inputIds[i]!);
       // Below the profile's minimum batch, rows are repeated to fill it (their results are dropped).
       while (rows.length < minBatch) rows.push(rows[rows.length - 1]!);
-      const outputs = await runEngine({
+      const { outputs, log } = await runEngineWithLog({
         trtexec: this.trtexec,
         engine: this.enginePath,
         batch: rows,
@@ -166,6 +177,11 @@ export class TrtEmbedder implements Embedder {
         ...this.runOptions,
       });
       this.runs++;
+      const gpu = parseTrtexecLog(log).gpu;
+      if (gpu) {
+        this.device = { name: gpu.name, ...(gpu.computeCapability !== undefined && { computeCapability: gpu.computeCapability }) };
+        if (this.builtOn) checkEngineDevice(this.enginePath, this.builtOn, this.device);
+      }
       const out = outputs.get(fetch);
       if (!out) {
         throw new ToolFailedError(`trtexec ran ${this.enginePath} but its outputs (${[...outputs.keys()].join(", ")}) have no ${fetch}; the engine is not the one the manifest describes: rebuild it with bge build`);
