@@ -2,17 +2,16 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { join, resolve, sep } from "node:path";
 import type { Output } from "../cli/output.js";
-import { readPipeline, type Pipeline } from "../artifacts/pipeline.js";
+import { batchSeq, loadPipelineFor, pipelineTolerance, readPipeline, type Pipeline } from "../artifacts/pipeline.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
-import { convert, type ConvertPrecision } from "../convert/convert.js";
+import { convert, CONVERT_PRECISIONS, type ConvertPrecision } from "../convert/convert.js";
 import { convertJson, renderSummary } from "../convert/summary.js";
 import { ParityError, UsageError } from "../errors.js";
 import { reportJUnit } from "../parity/report.js";
-import type { CalibrationMethod } from "../quantize/calibrate.js";
 import type { EngineShapes } from "../trt/build-engine.js";
 import { writeOutputFile } from "../util/atomic.js";
-import { isFile } from "../util/fs.js";
+import { isDir } from "../util/fs.js";
 import { checkOutputPaths } from "../util/io-paths.js";
 
 export const DEFAULT_MODEL = "BAAI/bge-small-zh-v1.5";
@@ -35,14 +34,6 @@ export interface ConvertCommandOptions {
 const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
 const BUNDLED = fileURLToPath(new URL("../../", import.meta.url));
 
-/** The bundled pipeline for a hub id (BAAI/bge-small-zh-v1.5 → pipelines/bge-small-zh-v1.5.json), if there is one. */
-async function bundledPipelineFor(modelId: string): Promise<string | undefined> {
-  const name = modelId.split("/").pop() ?? "";
-  if (!/^[A-Za-z0-9._-]+$/.test(name) || !modelId.startsWith("BAAI/")) return undefined;
-  const path = join(BUNDLED, "pipelines", `${name}.json`);
-  return (await isFile(path)) ? path : undefined;
-}
-
 /** The project's own corpora for a model without a pipeline: by the language its id names. */
 function defaultCorpora(modelId: string): { calibration: string[]; verification: { texts: string; queries: string } } {
   const corpus = (f: string) => join(BUNDLED, "pipelines", "corpus", f);
@@ -53,26 +44,12 @@ function defaultCorpora(modelId: string): { calibration: string[]; verification:
   };
 }
 
-function parseShape(s: string, field: string, pipelinePath: string): [number, number] {
-  const m = /^(\d+)x(\d+)$/.exec(s);
-  if (!m) throw new UsageError(`${pipelinePath}: ${field} is ${JSON.stringify(s)}; expected BATCHxSEQ such as 8x128`);
-  return [Number(m[1]), Number(m[2])];
-}
-
 /** What a pipeline asks of convert, in convert's terms. */
-function fromPipeline(p: Pipeline, path: string) {
-  const precisions = p.precisions ? (Object.keys(p.precisions).filter((k) => k === "fp32" || k === "fp16" || k === "int8") as ConvertPrecision[]) : undefined;
-  const cal = p.calibration as unknown;
-  const calibration =
-    typeof cal === "string"
-      ? { files: [cal], method: undefined }
-      : cal && typeof cal === "object"
-        ? { files: ([] as string[]).concat((cal as { texts: string | string[] }).texts), method: (cal as { method?: CalibrationMethod }).method }
-        : undefined;
-  const shapes: Partial<EngineShapes> | undefined = p.shapes
-    ? { min: parseShape(p.shapes.min, "shapes.min", path), opt: parseShape(p.shapes.opt, "shapes.opt", path), max: parseShape(p.shapes.max, "shapes.max", path) }
-    : undefined;
-  return { precisions, calibration, shapes, verification: p.verification, tolerances: p.precisions, maxLength: p.max_length, instruction: p.query_instruction };
+function fromPipeline(p: Pipeline) {
+  const precisions = p.precisions ? (Object.keys(p.precisions).filter((k) => (CONVERT_PRECISIONS as readonly string[]).includes(k)) as ConvertPrecision[]) : undefined;
+  const shapes: Partial<EngineShapes> | undefined = p.shapes ? { min: batchSeq(p.shapes.min), opt: batchSeq(p.shapes.opt), max: batchSeq(p.shapes.max) } : undefined;
+  const calibration = p.calibration ? { files: [p.calibration.texts], method: p.calibration.method ?? "minmax", percentile: p.calibration.percentile, maxTexts: p.calibration.max_texts } : undefined;
+  return { precisions, calibration, shapes, verification: p.verification, maxLength: p.max_length, instruction: p.query_instruction, tolerance: (precision: string) => pipelineTolerance(p, precision) };
 }
 
 function isInside(path: string, dir: string): boolean {
@@ -81,13 +58,18 @@ function isInside(path: string, dir: string): boolean {
 
 export async function convertCommand(options: ConvertCommandOptions, out: Output): Promise<void> {
   const model = options.model ?? DEFAULT_MODEL;
-  const modelDir = await resolveModelDir(model, { out });
+  const local = await isDir(model);
+  // A hub id's bundled pipeline pins the revision to download when the id names none.
+  let chosen = options.pipeline ? await readPipeline(options.pipeline) : local ? undefined : await loadPipelineFor(model);
+  const target = !local && chosen?.revision && !model.includes("@") ? `${model}@${chosen.revision}` : model;
+  const modelDir = await resolveModelDir(target, { out });
   const spec = await readModelSpec(modelDir);
-  const pipelinePath = options.pipeline ?? (await bundledPipelineFor(spec.id));
-  const pipeline = pipelinePath ? fromPipeline(await readPipeline(pipelinePath), pipelinePath) : undefined;
+  if (!options.pipeline && !chosen) chosen = await loadPipelineFor(spec.id);
+  const pipelinePath = chosen?.file;
+  const pipeline = chosen ? fromPipeline(chosen) : undefined;
   if (pipelinePath) out.info(`pipeline ${pipelinePath}${options.pipeline ? "" : ` (bundled for ${spec.id})`}`);
   const defaults = defaultCorpora(spec.id);
-  const calibrationFiles = pipeline?.calibration?.files ?? defaults.calibration;
+  const calibration = pipeline?.calibration ?? { files: defaults.calibration, method: "minmax" as const };
   const verification = pipeline?.verification ?? defaults.verification;
   const precisions = options.precisions ?? pipeline?.precisions ?? ["fp32", "fp16", "int8"];
   if (!precisions.length) throw new UsageError(`${pipelinePath}: the pipeline asks for no precision convert makes (fp32, fp16, int8)`);
@@ -106,7 +88,7 @@ export async function convertCommand(options: ConvertCommandOptions, out: Output
       { path: modelDir, what: "checkpoint folder", kind: "dir" },
       ...(options.golden ? [{ path: options.golden, what: "golden file", kind: "file" as const }] : []),
       ...(pipelinePath ? [{ path: pipelinePath, what: "pipeline file", kind: "file" as const }] : []),
-      ...(precisions.includes("int8") ? calibrationFiles.map((f) => ({ path: f, what: "calibration corpus", kind: "file" as const })) : []),
+      ...(precisions.includes("int8") ? calibration.files.map((f) => ({ path: f, what: "calibration corpus", kind: "file" as const })) : []),
       ...(options.golden ? [] : [verification.texts, verification.queries].filter((f): f is string => !!f).map((f) => ({ path: f, what: "verification texts", kind: "file" as const }))),
     ],
   );
@@ -116,11 +98,11 @@ export async function convertCommand(options: ConvertCommandOptions, out: Output
     precisions,
     maxLength: pipeline?.maxLength,
     instruction: pipeline?.instruction,
-    tolerances: pipeline?.tolerances,
+    tolerances: pipeline?.tolerance,
     tolerance: options.tolerance,
     golden: options.golden,
     verification,
-    calibration: { files: calibrationFiles, method: pipeline?.calibration?.method ?? "minmax" },
+    calibration,
     trtexec: options.trtexec,
     shapes: pipeline?.shapes,
     force: options.force,

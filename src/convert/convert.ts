@@ -4,15 +4,15 @@ import { mkdir, rm, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
 import { readGolden, writeGolden, type GoldenFile } from "../artifacts/golden.js";
-import { describeFile, MANIFEST_NAME, ONNX_ROLES, readManifest, writeManifest, type ArtifactFile, type Manifest, type StageRecord } from "../artifacts/manifest.js";
+import { describeFile, MANIFEST_NAME, ONNX_ROLES, precisionOfRole, readManifest, writeManifest, type ArtifactFile, type Manifest, type StageRecord } from "../artifacts/manifest.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { hashWeights } from "../checkpoint/weights.js";
 import { ToolMissingError, UsageError } from "../errors.js";
 import { exportOnnx } from "../onnx/export.js";
 import { makeNativeGolden } from "../parity/native-golden.js";
 import type { Tolerance } from "../parity/tolerances.js";
-import type { VerifyReport } from "../parity/verify.js";
-import { verifyTarget } from "../parity/verify-target.js";
+import type { ReportEntry } from "../parity/report.js";
+import { recordVerdicts, verifyTarget, type VerifyBackend } from "../parity/verify-target.js";
 import type { CalibrationMethod } from "../quantize/calibrate.js";
 import { quantizeArtifact } from "../quantize/quantize-artifact.js";
 import { buildEngines, ENGINE_ROLES, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
@@ -42,13 +42,14 @@ export interface ConvertOptions {
   /** max_length and query instruction when a pipeline sets them (else the model's own). */
   maxLength?: number;
   instruction?: string | null;
-  /** Tolerances per precision (a pipeline's) and the --tolerance override of the minimum cosine. */
-  tolerances?: Record<string, Partial<Tolerance>>;
+  /** A pipeline's gates per precision, and the --tolerance override of the minimum cosine. */
+  tolerances?: (precision: string) => Partial<Tolerance> | undefined;
   tolerance?: number;
   /** A golden to verify against; without one, a native float64 golden of `verification` is made. */
   golden?: string;
   verification: { texts: string; queries?: string };
-  calibration: { files: readonly string[]; method: CalibrationMethod; percentile?: number };
+  /** The calibration corpus: its files' texts in order, the first `maxTexts` of them. */
+  calibration: { files: readonly string[]; method: CalibrationMethod; percentile?: number; maxTexts?: number };
   /** `--trtexec`: when given, a missing trtexec is an error (exit 3), not a skipped stage. */
   trtexec?: string;
   shapes?: Partial<EngineShapes>;
@@ -87,6 +88,8 @@ export interface SummaryRow {
   reused: boolean;
   failures: string[];
   diagnoses: { code: string; message: string }[];
+  /** Engines: how many trtexec runs the verification took. */
+  trt_runs?: number;
 }
 
 export interface ConvertResult {
@@ -97,9 +100,9 @@ export interface ConvertResult {
   engines: { built: string[]; skipped_reason: string | null; trtexec: { path: string; version: string } | null };
   rows: SummaryRow[];
   /** Full reports of the verifications this run made (reused ones are in `rows`). */
-  reports: VerifyReport[];
+  reports: ReportEntry[];
   /** Compact reports of every row (this run's and reused), for JUnit. */
-  compactReports: VerifyReport[];
+  compactReports: ReportEntry[];
   goldenPath: string;
   seconds: number;
 }
@@ -115,6 +118,15 @@ const STAGE_COUNT = 6;
  */
 export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   const started = Date.now();
+  // trtexec is looked for first: a --trtexec that is not one is refused before anything is written.
+  let trtexec: TrtexecInfo | undefined;
+  let noTrtexec: string | null = null;
+  try {
+    trtexec = await discoverTrtexec({ explicit: options.trtexec });
+  } catch (err) {
+    if (!(err instanceof ToolMissingError) || options.trtexec !== undefined) throw err;
+    noTrtexec = err.message;
+  }
   const dir = resolve(options.outDir);
   const created = !(await pathExists(dir));
   await mkdir(dir, { recursive: true });
@@ -122,7 +134,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   const dropCreated = created ? onInterrupt(() => tryRmdir(dir)) : () => undefined;
   const lock = await lockFolder(dir, { command: "convert", warn: options.log.warn });
   try {
-    return await runStages(dir, options, started);
+    return await runStages(dir, options, started, trtexec, noTrtexec);
   } finally {
     await lock.release();
     dropCreated();
@@ -138,7 +150,7 @@ function tryRmdir(dir: string): void {
   }
 }
 
-async function runStages(dir: string, options: ConvertOptions, started: number): Promise<ConvertResult> {
+async function runStages(dir: string, options: ConvertOptions, started: number, trtexec: TrtexecInfo | undefined, noTrtexec: string | null): Promise<ConvertResult> {
   const { log } = options;
   const stages: StageOutcome[] = [];
   let step = 0;
@@ -195,16 +207,6 @@ async function runStages(dir: string, options: ConvertOptions, started: number):
   if (exportTodo.length) await recordStages(dir, Object.fromEntries(exportTodo.map((p) => [`export-${p}`, finish(exportRecords[`export-${p}`]!, t)])));
   done("export", exportTodo.length ? "ran" : "skipped", t, exportTodo.flatMap((p) => onnxFiles(manifest!, ONNX_ROLES[p])), exportTodo.length ? undefined : "model.fp32.onnx" + (onnxWanted.length > 1 ? " and model.fp16.onnx are" : " is") + " up to date");
 
-  // trtexec is looked for once: quantize writes its version into the calibration cache header.
-  let trtexec: TrtexecInfo | undefined;
-  let noTrtexec: string | null = null;
-  try {
-    trtexec = await discoverTrtexec({ explicit: options.trtexec });
-  } catch (err) {
-    if (!(err instanceof ToolMissingError) || options.trtexec !== undefined) throw err;
-    noTrtexec = err.message;
-  }
-
   // ── quantize ──
   t = begin("quantize", precisions.has("int8") ? `INT8 from ${options.calibration.files.map((f) => basename(f)).join(" + ")}` : "not asked for");
   if (precisions.has("int8")) {
@@ -214,13 +216,14 @@ async function runStages(dir: string, options: ConvertOptions, started: number):
     for (const f of options.calibration.files) corpus[`calibration:${basename(f)}`] = await sha256File(f);
     const inputs = { [fp32.path]: fp32.sha256, ...tokenizerHashes(manifest), ...corpus };
     const trtVersion = trtexec ? `${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` : "8.6.1";
-    const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.version };
+    const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, max_texts: options.calibration.maxTexts, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.version };
     const key = stageKey("quantize", inputs, qOptions);
     if (await upToDate(dir, manifest, "quantize", key, options.force)) {
       done("quantize", "skipped", t, [], "INT8 graphs are up to date");
     } else {
       const texts: string[] = [];
       for (const f of options.calibration.files) texts.push(...(await readTextsFile(f)));
+      if (options.calibration.maxTexts !== undefined) texts.splice(options.calibration.maxTexts);
       if (!texts.length) throw new UsageError(`${options.calibration.files.join(", ")}: the calibration corpus is empty`);
       const corpusSha256 = createHash("sha256").update(Object.values(corpus).join("\n")).digest("hex");
       const { written } = await quantizeArtifact({
@@ -319,49 +322,54 @@ async function runStages(dir: string, options: ConvertOptions, started: number):
 
   // ── verify ──
   manifest = await readManifest(dir);
-  const targets = verifyTargets(manifest, precisions);
+  const targets = verifyTargets(manifest, precisions, trtexec !== undefined);
   t = begin("verify", `${targets.length} artifact(s) against ${golden.items.length} golden items`);
   const goldenSha = await sha256File(goldenPath);
   const rows: SummaryRow[] = [];
-  const reports: VerifyReport[] = [];
-  const compactReports: VerifyReport[] = [];
+  const reports: ReportEntry[] = [];
+  const compactReports: ReportEntry[] = [];
   let ranVerify = 0;
-  for (const file of targets) {
-    const precision = precisionName(file);
+  for (const { file, backend } of targets) {
+    const precision = precisionOfRole(file.role)!;
     const inputs: Record<string, string> = { [file.path]: file.sha256, golden: goldenSha, ...tokenizerHashes(manifest) };
     const extra = file.external_data ? manifest.files.find((f) => f.path === file.external_data) : undefined;
     if (extra) inputs[extra.path] = extra.sha256;
-    const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.[precision], batch_size: options.batchSize, bge: options.version };
-    const name = `verify-${precision}`;
+    // An engine's vectors are TensorRT's: the trtexec that runs it is one of its inputs.
+    if (backend === "trt" && trtexec) inputs.trtexec = `${trtexec.path} ${trtVersionOf(trtexec)}`;
+    const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.(precision), batch_size: options.batchSize, bge: options.version };
+    const name = backend === "trt" ? `verify-trt-${precision}` : `verify-${precision}`;
     const key = stageKey(name, inputs, vOptions);
     const previous = manifest.convert?.stages[name];
-    let report: VerifyReport;
+    let report: ReportEntry;
     let reused = false;
     if (!options.force && previous?.key === key && previous.result) {
-      report = previous.result as VerifyReport;
+      report = previous.result as ReportEntry;
       reused = true;
     } else {
       const since = Date.now();
-      report = await verifyTarget({
-        path: dir,
-        precision,
-        manifest,
-        golden,
-        goldenPath,
-        candidateName: dir,
-        cliTolerance: options.tolerance,
-        pipelineTolerances: options.tolerances,
-        batchSize: options.batchSize,
-        maxLength: options.maxLength,
-        instruction: options.instruction,
-        onInfo: (m) => log.info(`      ${m}`),
-        onProgress: log.progress(`      verify ${precision}`, 2 * golden.items.length),
-      });
+      report = await verifyTarget(
+        { path: dir, precision },
+        {
+          golden,
+          goldenPath,
+          candidateName: dir,
+          manifest,
+          backend,
+          trtexec: trtexec?.path,
+          cliTolerance: options.tolerance,
+          pipelineTolerance: options.tolerances,
+          batchSize: options.batchSize,
+          maxLength: options.maxLength,
+          instruction: options.instruction,
+          onInfo: (m) => log.info(`      ${m}`),
+          onVerbose: (m) => log.verbose(`      ${m}`),
+          onProgress: log.progress(`      verify ${backend === "trt" ? "engine " : ""}${precision}`, 2 * golden.items.length),
+        },
+      );
       reports.push(report);
       ranVerify++;
-      const compact = { ...report, items: [] };
-      await recordVerdict(dir, file.path, report, goldenPath);
-      await recordStages(dir, { [name]: { ...finish(record(key, inputs, vOptions, []), since), result: compact } });
+      await recordVerdicts(dir, [report], goldenPath);
+      await recordStages(dir, { [name]: { ...finish(record(key, inputs, vOptions, []), since), result: { ...report, items: [] } } });
     }
     compactReports.push({ ...report, items: [] });
     rows.push({
@@ -378,13 +386,10 @@ async function runStages(dir: string, options: ConvertOptions, started: number):
       reused,
       failures: report.failures,
       diagnoses: report.diagnoses.map((d) => ({ code: d.code, message: d.message })),
+      ...(report.trt ? { trt_runs: report.trt.runs } : {}),
     });
   }
   done("verify", ranVerify ? "ran" : "skipped", t, [], ranVerify ? undefined : "every artifact was verified before with the same inputs");
-  if (trtexec && builtEngines.length) {
-    log.warn(`engines ${builtEngines.join(", ")} were built; verify them on this machine with bge verify ${dir} --golden ${goldenPath} --backend trt`);
-  }
-
   return {
     pass: rows.every((r) => r.pass),
     outDir: dir,
@@ -449,16 +454,13 @@ async function recordStages(dir: string, records: Record<string, StageRecord>): 
   await writeManifest(dir, m);
 }
 
-async function recordVerdict(dir: string, path: string, r: VerifyReport, goldenPath: string): Promise<void> {
-  const m = await readManifest(dir);
-  m.parity[path] = { pass: r.pass, golden: goldenPath, min_cosine: r.summary.min_cosine, mean_cosine: r.summary.mean_cosine, tolerance: r.tolerance.min_cosine, checked_at: new Date().toISOString() };
-  await writeManifest(dir, m);
-}
+const VERIFY_ORDER = ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-qdq", "trt-fp16", "trt-int8"];
 
-const VERIFY_ORDER = [ONNX_ROLES.fp32, ONNX_ROLES.fp16, ONNX_ROLES.int8, ONNX_ROLES["int8-qdq"]] as string[];
-
-/** What convert verifies: the ONNX graph of every precision asked for (int8: both INT8 graphs). */
-function verifyTargets(manifest: Manifest, precisions: Set<ConvertPrecision>): ArtifactFile[] {
+/**
+ * What convert verifies: the ONNX graph of every precision asked for (int8: both INT8 graphs), and
+ * the engines of those precisions when a trtexec runs them here.
+ */
+function verifyTargets(manifest: Manifest, precisions: Set<ConvertPrecision>, withEngines: boolean): { file: ArtifactFile; backend: VerifyBackend }[] {
   const roles = new Set<string>();
   if (precisions.has("fp32")) roles.add(ONNX_ROLES.fp32);
   if (precisions.has("fp16")) roles.add(ONNX_ROLES.fp16);
@@ -466,10 +468,13 @@ function verifyTargets(manifest: Manifest, precisions: Set<ConvertPrecision>): A
     roles.add(ONNX_ROLES.int8);
     roles.add(ONNX_ROLES["int8-qdq"]);
   }
-  return manifest.files.filter((f) => roles.has(f.role)).sort((a, b) => VERIFY_ORDER.indexOf(a.role) - VERIFY_ORDER.indexOf(b.role));
+  if (withEngines) for (const p of ["fp16", "int8"] as const) if (precisions.has(p)) roles.add(ENGINE_ROLES[p]);
+  return manifest.files
+    .filter((f) => roles.has(f.role))
+    .sort((a, b) => VERIFY_ORDER.indexOf(a.role) - VERIFY_ORDER.indexOf(b.role))
+    .map((file) => ({ file, backend: file.role.startsWith("trt-") ? ("trt" as const) : ("onnx" as const) }));
 }
 
-function precisionName(file: ArtifactFile): string {
-  const entry = Object.entries(ONNX_ROLES).find(([, role]) => role === file.role);
-  return entry ? entry[0] : file.role;
+function trtVersionOf(t: TrtexecInfo): string {
+  return `${t.version.major}.${t.version.minor}.${t.version.patch}`;
 }
