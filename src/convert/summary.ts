@@ -3,7 +3,7 @@ import { reportJson } from "../parity/report.js";
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length));
 const padLeft = (s: string, n: number) => (s.length >= n ? s : " ".repeat(n - s.length) + s);
-const cos = (v: number) => (Number.isFinite(v) ? v.toFixed(6) : String(v));
+const cos = (v: number) => (Number.isFinite(v) ? v.toFixed(7) : String(v));
 
 function size(bytes: number): string {
   return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
