@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { readManifest } from "../src/artifacts/manifest.js";
 import { parseCalibrationCache } from "../src/quantize/calib-cache.js";
+import { readOnnxModel } from "../src/quantize/onnx-model-io.js";
+import type { Int8QuantizationRecord } from "../src/quantize/quantize-artifact.js";
 import { HAVE_SHARED, REPO_ROOT, ZH_TOKENIZER } from "./helpers/paths.js";
 import { runBge } from "./helpers/run-bge.js";
 import { tempDir } from "./helpers/tmp.js";
@@ -71,8 +73,11 @@ describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
     const manifest = await readManifest(artifact);
     const roles = Object.fromEntries(manifest.files.map((f) => [f.role, f]));
     for (const role of ["onnx-fp32", "onnx-int8-qdq", "onnx-int8-dynamic", "calib-cache"]) expect(roles[role], role).toBeDefined();
-    const q = roles["onnx-int8-dynamic"]!.quantization!;
+    const q = roles["onnx-int8-dynamic"]!.quantization! as Int8QuantizationRecord;
     expect(q.method).toBe("minmax");
+    // No outlier channels on this fixture: SmoothQuant (auto) has nothing to smooth; tokens get their own scales.
+    expect(q.smoothing).toEqual({ setting: "auto", inputs: [] });
+    expect(q.activations).toBe("per-token");
     expect(q.texts).toBeGreaterThan(495);
     expect(q.auto_excluded).toEqual([]);
     expect(q.tensors).toBeGreaterThan(4 * 6);
@@ -110,6 +115,28 @@ describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
     expect(d?.message).toMatch(/--exclude \/encoder\/layer\.\d/);
   });
 
+  it("--activations per-tensor writes DynamicQuantizeLinear instead of per-token scales, records it, and passes the gate too", async () => {
+    const other = join(root, "zh-per-tensor-onnx");
+    expect((await runBge(["export", join(root, "zh"), "-o", other, "--precision", "fp32", "--quiet"])).code).toBe(0);
+    const r = await runBge(["quantize", other, "--calibration", calibration, "--precision", "int8", "--activations", "per-tensor", "--smooth", "off", "--quiet"]);
+    expect(r.code, r.stderr).toBe(0);
+    const file = (await readManifest(other)).files.find((f) => f.role === "onnx-int8-dynamic")!;
+    const q = file.quantization as Int8QuantizationRecord;
+    expect([q.activations, q.smoothing.setting]).toEqual(["per-tensor", "off"]);
+    const ops = (await readOnnxModel(join(other, file.path))).graph.node.map((n) => n.opType);
+    // One quantiser per activation tensor: Q/K/V share one, then attention output, FFN up and down.
+    expect(ops.filter((o) => o === "DynamicQuantizeLinear")).toHaveLength(4 * 4);
+    expect(ops).not.toContain("ReduceMax");
+    const { code, report } = await verify(other, golden, "int8");
+    expect(code, JSON.stringify(report.artifacts[0]!.diagnoses)).toBe(0);
+    expect(report.artifacts[0]!.summary.min_cosine).toBeGreaterThan(0.98);
+    for (const [flag, value] of [["--activations", "per-row"], ["--smooth", "1.5"], ["--smooth", "on"]] as const) {
+      const bad = await runBge(["quantize", other, "--calibration", calibration, flag, value]);
+      expect(bad.code, `${flag} ${value}`).toBe(2);
+      expect(bad.stderr).toContain(flag);
+    }
+  });
+
   it("refuses what it cannot calibrate: an empty corpus, an unknown --exclude, an artifact without fp32", async () => {
     const empty = join(root, "empty.txt");
     await writeFile(empty, "");
@@ -136,15 +163,39 @@ describe("INT8 on the --outliers fixture: careless INT8 is refused with the laye
     ({ artifact, golden } = await prepare("zh-outliers", ["--outliers"]));
   }, 300_000);
 
-  it("quantize keeps the layers INT8 cannot represent in float, says so, and records it", async () => {
+  it("quantize smooths the outlier channels (SmoothQuant), keeps what INT8 still cannot represent in float, says so, and records it", async () => {
     const r = await runBge(["quantize", artifact, "--calibration", calibration]);
     expect(r.code, r.stderr).toBe(0);
-    // The FFN down-projections: their input's outlier units set the range, the bulk would round to 0.
-    for (let l = 0; l < 4; l++) expect(r.stderr).toMatch(new RegExp(`/encoder/layer\\.${l}/output/dense stays in float: INT8 would round 9\\d\\.\\d% of its input to zero`));
-    const q = (await readManifest(artifact)).files.find((f) => f.role === "onnx-int8-qdq")!.quantization!;
-    expect(q.auto_excluded!.map((a) => a.node)).toEqual(expect.arrayContaining([0, 1, 2, 3].map((l) => `/encoder/layer.${l}/output/dense/Gemm`)));
+    const q = (await readManifest(artifact)).files.find((f) => f.role === "onnx-int8-qdq")!.quantization! as Int8QuantizationRecord;
+    // Smoothed: Q/K/V after an output LayerNorm whose input the outlier units dominate (layers 1–3),
+    // and every FFN down-projection (GELU of the outlier units reaches ~1e6).
+    const smoothed = new Map(q.smoothing.inputs.map((i) => [i.place, i]));
+    for (let l = 0; l < 4; l++) {
+      const down = smoothed.get(`/encoder/layer.${l}/output/dense`)!;
+      expect(down.spread).toBeGreaterThan(1e4);
+      expect(down.smoothed_spread).toBeLessThan(100);
+      if (l > 0) expect(smoothed.get(`/encoder/layer.${l}/attention/self`)!.smoothed_spread).toBeLessThan(6);
+    }
+    expect(q.smoothing.inputs.every((i) => i.alpha === 0.5)).toBe(true);
+    // The FFN up-projection reads the outlier dimensions with weights as large (both on the same
+    // channels): smoothing cannot narrow it, and per-tensor INT8 would round most of it to zero.
+    for (let l = 0; l < 4; l++) expect(r.stderr).toMatch(new RegExp(`/encoder/layer\\.${l}/intermediate/dense stays in float: INT8 would round [89]\\d\\.\\d% of its input to zero \\(a few outlier units set the range even after smoothing`));
+    expect(q.auto_excluded!.map((a) => a.node)).toEqual(expect.arrayContaining([0, 1, 2, 3].map((l) => `/encoder/layer.${l}/intermediate/dense/Gemm`)));
     expect(q.excluded).toEqual(expect.arrayContaining(q.auto_excluded!.map((a) => a.node)));
   });
+
+  it("smoothing is what lets every linear layer run in INT8: without it the outlier channels wipe the vectors out", async () => {
+    const all = join(root, "zh-outliers-all-int8-onnx");
+    expect((await runBge(["export", join(root, "zh-outliers"), "-o", all, "--precision", "fp32", "--quiet"])).code).toBe(0);
+    const mean = async (smooth: string) => {
+      expect((await runBge(["quantize", all, "--calibration", calibration, "--precision", "int8", "--no-auto-exclude", "--smooth", smooth, "--quiet"])).code).toBe(0);
+      const q = (await readManifest(all)).files.find((f) => f.role === "onnx-int8-dynamic")!.quantization!;
+      expect(q.excluded).toEqual([]);
+      return (await verify(all, golden, "int8")).report.artifacts[0]!.summary.mean_cosine;
+    };
+    expect(await mean("off")).toBeLessThan(0.7);
+    expect(await mean("auto")).toBeGreaterThan(0.98);
+  }, 300_000);
 
   it("a naive Q/DQ graph (per-tensor minmax on everything, LayerNorm and Softmax included) fails far below the careful one, and the diagnosis names the layers", async () => {
     const careful = await verify(artifact, golden, "int8-qdq");

@@ -1,4 +1,4 @@
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { BgeError, EXIT_INTERNAL, ToolFailedError } from "../errors.js";
 import { downloadCommand } from "../commands/download.js";
 import { embedCommand } from "../commands/embed.js";
@@ -17,6 +17,7 @@ import { ENGINE_PRECISIONS } from "../trt/build-engine.js";
 import { quantizeCommand } from "../commands/quantize.js";
 import { CALIBRATION_METHODS } from "../quantize/calibrate.js";
 import { INT8_PRECISIONS } from "../quantize/quantize-artifact.js";
+import { parseSmoothSetting, type SmoothSetting } from "../quantize/smooth.js";
 import { createOutput, type Output, type OutputOptions } from "./output.js";
 import { runInterruptCleanup } from "../util/interrupt.js";
 
@@ -220,6 +221,12 @@ export function buildProgram(): Command {
     .option("--precision <list>", `comma-separated: ${INT8_PRECISIONS.join(", ")}`, listOption("--precision", INT8_PRECISIONS), [...INT8_PRECISIONS])
     .option("--exclude <layers>", "keep these in float: encoder layer indices (3) or node places (/encoder/layer.3/output/dense), comma-separated", (v: string) => v.split(",").map((s) => s.trim()).filter(Boolean), [])
     .option("--no-auto-exclude", "quantise even the layers whose input INT8 would mostly round to zero (outlier activations)")
+    .option("--smooth <auto|off|alpha>", "SmoothQuant before INT8: auto smooths (α 0.5) the linear inputs with outlier channels; a number in (0, 1) is α for every linear input", (v: string) => {
+      const setting = parseSmoothSetting(v);
+      if (setting === undefined) throw new InvalidArgumentError("Expected auto, off, or a migration strength α between 0 and 1 (0.5 is SmoothQuant's).");
+      return setting;
+    }, "auto" as SmoothSetting)
+    .addOption(new Option("--activations <mode>", "model.int8.onnx: per-token scales (vectors independent of batch and padding) or per-tensor DynamicQuantizeLinear (faster, batch-dependent)").choices(["per-token", "per-tensor"]).default("per-token"))
     .option("--trt-version <version>", "TensorRT version for the calibration cache header (implicit INT8 on 8.6/10)", "8.6.1")
     .option("--batch-size <n>", "texts per calibration run", integerOption("--batch-size", LIMITS.batchSize), 16)
     .addOption(new Option("--naive", "test only: per-tensor minmax INT8 on everything, LayerNorm and Softmax included").hideHelp().default(false))
@@ -237,6 +244,8 @@ export function buildProgram(): Command {
           batchSize: opts.batchSize,
           naive: opts.naive,
           autoExclude: opts.autoExclude,
+          smooth: opts.smooth,
+          activations: opts.activations,
           argv: process.argv.slice(2),
         },
         outputFor(cmd),

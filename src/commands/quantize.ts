@@ -5,7 +5,9 @@ import { readTextsFile } from "../cli/inputs.js";
 import type { Output } from "../cli/output.js";
 import { UsageError } from "../errors.js";
 import type { CalibrationMethod } from "../quantize/calibrate.js";
+import type { DynamicActivations } from "../quantize/dynamic-graph.js";
 import { quantizeArtifact, type Int8Precision } from "../quantize/quantize-artifact.js";
+import type { SmoothSetting } from "../quantize/smooth.js";
 import { checkOutputPaths } from "../util/io-paths.js";
 
 export interface QuantizeCommandOptions {
@@ -19,6 +21,10 @@ export interface QuantizeCommandOptions {
   batchSize: number;
   naive: boolean;
   autoExclude: boolean;
+  /** @default "auto" */
+  smooth?: SmoothSetting;
+  /** @default "per-token" */
+  activations?: DynamicActivations;
   argv: string[];
 }
 
@@ -35,7 +41,7 @@ export async function quantizeCommand(options: QuantizeCommandOptions, out: Outp
   if (texts.length < SMALL_CORPUS) out.warn(`${options.calibration} holds ${texts.length} texts; ${SMALL_CORPUS}+ representative texts calibrate more reliably`);
   const corpusSha256 = createHash("sha256").update(await readFile(options.calibration)).digest("hex");
   const started = Date.now();
-  const { calibration, written, excluded } = await quantizeArtifact({
+  const { calibration, written, excluded, smoothed } = await quantizeArtifact({
     artifactDir: options.artifact,
     texts,
     corpusSha256,
@@ -46,6 +52,8 @@ export async function quantizeCommand(options: QuantizeCommandOptions, out: Outp
     trtVersion: options.trtVersion,
     naive: options.naive,
     autoExclude: options.autoExclude,
+    smooth: options.smooth,
+    activations: options.activations,
     batchSize: options.batchSize,
     builtBy: { tool: "bge", version: pkg.version, args: options.argv },
     onProgress: out.progress("calibrate", texts.length),
@@ -54,12 +62,13 @@ export async function quantizeCommand(options: QuantizeCommandOptions, out: Outp
   });
   const s = calibration.summary;
   out.info(
-    `quantized ${options.artifact} in ${((Date.now() - started) / 1000).toFixed(1)} s: ${s.texts} texts, ${s.tokens} tokens, ${calibration.tensors.size} tensors calibrated (${s.method}) in ${s.seconds.toFixed(1)} s; ${written.map((f) => `${f.path} ${(f.size / 1e6).toFixed(1)} MB`).join(", ")}${excluded.length ? `; ${excluded.length} layer(s) kept in float` : ""}`,
+    `quantized ${options.artifact} in ${((Date.now() - started) / 1000).toFixed(1)} s: ${s.texts} texts, ${s.tokens} tokens, ${calibration.tensors.size} tensors calibrated (${s.method}) in ${s.seconds.toFixed(1)} s; ${written.map((f) => `${f.path} ${(f.size / 1e6).toFixed(1)} MB`).join(", ")}${smoothed.length ? `; ${smoothed.length} linear input(s) smoothed (SmoothQuant)` : ""}${excluded.length ? `; ${excluded.length} layer(s) kept in float` : ""}`,
   );
   out.result(options.artifact, {
     artifact: options.artifact,
     files: written.map((f) => ({ path: f.path, role: f.role, sha256: f.sha256, size: f.size })),
     calibration: { ...s, tensors: calibration.tensors.size, corpus_sha256: corpusSha256 },
     excluded: excluded.map((t) => t.node),
+    smoothed: smoothed.map((p) => ({ place: p.place, alpha: p.alpha, spread: p.spread })),
   });
 }

@@ -14,7 +14,7 @@ const record = (over: Partial<QuantizationRecord> = {}): QuantizationRecord => (
   ...over,
 });
 
-const layer = (node: string, inputCosine: number, outputCosine: number) => ({ node, layer: Number(/layer\.(\d+)/.exec(node)![1]), kind: "linear" as const, inputCosine, outputCosine, added: 1 - outputCosine / inputCosine });
+const layer = (node: string, inputCosine: number, outputCosine: number, quantized = true) => ({ node, layer: Number(/layer\.(\d+)/.exec(node)![1]), kind: "linear" as const, inputCosine, outputCosine, added: 1 - outputCosine / inputCosine, quantized });
 
 describe("diagnoseInt8Layers", () => {
   it("names the layers that add the most drift, worst first, and never one kept in float", () => {
@@ -34,6 +34,20 @@ describe("diagnoseInt8Layers", () => {
     expect(d.message).toContain("--exclude /encoder/layer.1/output/dense,/encoder/layer.2/intermediate/dense,/encoder/layer.0/attention/self/query");
     // 35 tokens against a corpus mean of 30: no length hint.
     expect(d.message).not.toContain("calibrate on texts like the failing ones");
+  });
+
+  it("never names a layer the int8 graph computes in float, though the record does not list it (model.int8.onnx's attention MatMuls)", () => {
+    const report = {
+      texts: 3,
+      layers: [
+        { ...layer("/encoder/layer.3/attention/self/MatMul", 0.98, 0.75, false), kind: "attention-scores" as const },
+        layer("/encoder/layer.3/attention/self/query/Gemm", 0.99, 0.97),
+      ],
+    };
+    const d = diagnoseInt8Layers(report, record(), [30])!;
+    expect(d.message).toMatch(/: \/encoder\/layer\.3\/attention\/self\/query \(output cosine 0\.9700/);
+    expect(d.message).not.toMatch(/attention\/self \(/);
+    expect(diagnoseInt8Layers({ texts: 1, layers: [report.layers[0]!] }, record())).toBeUndefined();
   });
 
   it("says when the failing texts are much shorter than the calibration corpus, and that a small corpus is small", () => {

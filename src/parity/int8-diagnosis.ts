@@ -13,9 +13,10 @@ const VISIBLE = 1e-4;
  */
 export function diagnoseInt8Layers(report: LayerDriftReport, record: QuantizationRecord | undefined, failingLengths: readonly number[] = []): Diagnosis | undefined {
   if (report.skipped || !report.layers.length) return undefined;
-  // Layers kept in float are not INT8's doing, even where upstream drift grows through them.
+  // Layers kept in float are not INT8's doing, even where upstream drift grows through them: those
+  // the record lists, and those the graph itself computes in float (model.int8.onnx's attention MatMuls).
   const inFloat = new Set(record?.excluded ?? []);
-  const worst = [...report.layers].filter((l) => !inFloat.has(l.node)).sort((a, b) => b.added - a.added).filter((l) => l.added > VISIBLE).slice(0, NAMED);
+  const worst = [...report.layers].filter((l) => !inFloat.has(l.node) && l.quantized !== false).sort((a, b) => b.added - a.added).filter((l) => l.added > VISIBLE).slice(0, NAMED);
   if (!worst.length) return undefined;
   const places = worst.map((l) => l.node.replace(/\/(Gemm|MatMul(_1)?)$/, ""));
   const named = worst.map((l, i) => `${places[i]} (output cosine ${l.outputCosine.toFixed(4)}, adds ${(l.added * 100).toPrecision(2)}%)`).join(", ");

@@ -46,6 +46,11 @@ export interface CalibrateOptions {
   extraTensors?: readonly { name: string; layout: TokenLayout }[];
   /** Histogram bins per tensor. @default 8192 */
   histogramBins?: number;
+  /**
+   * Also keep max|x| per input channel of every linear layer's input (one float per channel: what
+   * SmoothQuant needs to find outlier channels, smooth.ts). @default false
+   */
+  channelAbsMax?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -65,6 +70,8 @@ export interface TensorStatistics {
   min: number;
   max: number;
   histogram: AbsHistogram;
+  /** max|x| per channel (last axis) over real tokens: linear inputs, when channelAbsMax was asked for. */
+  channelAbsMax?: Float32Array;
 }
 
 export interface CalibrationSummary {
@@ -153,6 +160,9 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrationR
   const session = await openSession(ModelProto.encode(ModelProto.fromObject(model as never)).finish(), options.modelPath, graph, options.threads);
 
   const stats = new Map<string, TensorStatistics>(probes.map((p) => [p.name, { min: Infinity, max: -Infinity, histogram: new AbsHistogram(options.histogramBins) }]));
+  if (options.channelAbsMax) {
+    for (const p of probes) if (p.layout.kind === "rows" && p.perToken > 0 && p.perTokenSq === 0) stats.get(p.name)!.channelAbsMax = new Float32Array(p.perToken);
+  }
   const order = ids.map((_, i) => i).sort((a, b) => ids[b]!.length - ids[a]!.length || a - b);
   const perText = (S: number, group: readonly Probe[]) => group.reduce((sum, p) => sum + 4 * S * (p.perToken + p.perTokenSq * S), 0);
   let runs = 0;
@@ -259,6 +269,21 @@ function collect(probe: Probe, tensor: ort.Tensor, lengths: readonly number[], s
   if (Number.isNaN(poison)) throw new UsageError(`calibration: ${probe.name} holds NaN or infinite values in the fp32 graph; the model cannot be quantised from these texts`);
   if (min < s.min) s.min = min;
   if (max > s.max) s.max = max;
+  const channels = s.channelAbsMax;
+  if (channels) {
+    // Token runs of a `rows` tensor are whole rows of `width` channels.
+    const width = channels.length;
+    if (dims.at(-1) !== width) throw new Error(`${probe.name}: last axis ${dims.at(-1)} is not its ${width} input channels`);
+    for (let r = 0; r < ranges.length; r += 2) {
+      const to = ranges[r + 1]!;
+      for (let row = ranges[r]!; row < to; row += width) {
+        for (let c = 0; c < width; c++) {
+          const a = Math.abs(data[row + c]!);
+          if (a > channels[c]!) channels[c] = a;
+        }
+      }
+    }
+  }
   s.histogram.cover(Math.max(Math.abs(min), Math.abs(max), 0));
   for (let r = 0; r < ranges.length; r += 2) s.histogram.add(data, ranges[r]!, ranges[r + 1]!);
 }

@@ -15,6 +15,11 @@ export interface LayerDrift {
   inputCosine: number;
   /** 1 − outputCosine / inputCosine: what this layer itself added. */
   added: number;
+  /**
+   * Whether the int8 graph quantises this layer: false where its node is still there in float
+   * (kept by --exclude or auto-exclusion, or the attention MatMuls of model.int8.onnx).
+   */
+  quantized: boolean;
 }
 
 export interface LayerDriftReport {
@@ -50,7 +55,25 @@ class CosineSum {
   }
 }
 
-async function sessionWithOutputs(path: string, names: string[]): Promise<{ session: ort.InferenceSession; present: Set<string> } | string> {
+/**
+ * The targets that a graph computes in float: the node is there under its fp32 name, with no
+ * DequantizeLinear feeding it (the Q/DQ graph keeps quantised nodes' names, the integer-MatMul graph
+ * replaces them).
+ */
+function floatTargets(g: GraphLike, targets: readonly QuantTarget[]): Set<string> {
+  const nodes = new Map((g.node ?? []).map((n) => [n.name ?? "", n]));
+  const dequantized = new Set((g.node ?? []).filter((n) => n.opType === "DequantizeLinear").flatMap((n) => n.output ?? []));
+  return new Set(
+    targets
+      .filter((t) => {
+        const n = nodes.get(t.node);
+        return n !== undefined && !(n.input ?? []).some((x) => dequantized.has(x));
+      })
+      .map((t) => t.node),
+  );
+}
+
+async function sessionWithOutputs(path: string, names: string[], targets: readonly QuantTarget[] = []): Promise<{ session: ort.InferenceSession; present: Set<string>; inFloat: Set<string> } | string> {
   const model = ModelProto.decode(await readFile(path)) as unknown as { graph: GraphLike };
   const g = model.graph;
   if (g.initializer?.some((t) => t.dataLocation === 1)) return "the model keeps its weights in external data";
@@ -58,8 +81,9 @@ async function sessionWithOutputs(path: string, names: string[]): Promise<{ sess
   const existing = new Set(g.output.map((o) => o.name));
   const present = new Set(names.filter((n) => produced.has(n)));
   g.output = [...g.output, ...[...present].filter((n) => !existing.has(n)).map((name) => ({ name, type: { tensorType: { elemType: OnnxType.FLOAT } } }))];
+  const inFloat = floatTargets(g, targets);
   const session = await ort.InferenceSession.create(ModelProto.encode(ModelProto.fromObject(model as never)).finish(), { graphOptimizationLevel: "basic" });
-  return { session, present };
+  return { session, present, inFloat };
 }
 
 /**
@@ -77,7 +101,7 @@ export async function measureLayerDrift(fp32Path: string, int8Path: string, text
   const names = [...new Set(watched.flatMap((w) => [...w.inputs, w.output]))];
   const a = await sessionWithOutputs(fp32Path, names);
   if (typeof a === "string") return { texts: 0, layers: [], skipped: a };
-  const b = await sessionWithOutputs(int8Path, names);
+  const b = await sessionWithOutputs(int8Path, names, targets);
   if (typeof b === "string") {
     await a.session.release();
     return { texts: 0, layers: [], skipped: b };
@@ -99,7 +123,7 @@ export async function measureLayerDrift(fp32Path: string, int8Path: string, text
     if (!out) continue;
     const inputCosine = Math.min(1, ...w.inputs.map((n) => sums.get(n)?.cosine ?? 1));
     const outputCosine = out.cosine;
-    layers.push({ node: w.t.node, layer: w.t.layer, kind: w.t.kind, outputCosine, inputCosine, added: Math.max(0, 1 - outputCosine / inputCosine) });
+    layers.push({ node: w.t.node, layer: w.t.layer, kind: w.t.kind, outputCosine, inputCosine, added: Math.max(0, 1 - outputCosine / inputCosine), quantized: !b.inFloat.has(w.t.node) });
   }
   return { texts: texts.length, layers };
 }

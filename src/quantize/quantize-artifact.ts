@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
 import {
@@ -13,11 +14,12 @@ import { UsageError } from "../errors.js";
 import { writeFileAtomic } from "../util/atomic.js";
 import { writeCalibrationCache } from "./calib-cache.js";
 import { calibrate, type CalibrationMethod, type CalibrationResult } from "./calibrate.js";
-import { writeDynamicInt8Model } from "./dynamic-graph.js";
+import { writeDynamicInt8Model, type DynamicActivations } from "./dynamic-graph.js";
 import { naiveActivationTensors, writeQdqModel } from "./qdq-graph.js";
 import type { QuantTarget } from "./targets.js";
 import { zeroedShare } from "./int8-resolution.js";
 import { readOnnxModel } from "./onnx-model-io.js";
+import { smoothingPlan, weightReader, writeSmoothedModel, type SmoothedInput, type SmoothSetting } from "./smooth.js";
 import type { TokenLayout } from "./token-runs.js";
 
 export type Int8Precision = "int8" | "int8-qdq";
@@ -43,6 +45,15 @@ export interface QuantizeArtifactOptions {
    * values would round to zero (outlier units set the range). @default true
    */
   autoExclude?: boolean;
+  /**
+   * SmoothQuant before INT8 (smooth.ts): `auto` smooths, with α = 0.5, the linear inputs that have
+   * outlier channels (none on a model without them: the graphs are then what `off` writes); a number
+   * is α for every linear input. Not applied to the naive graph, nor to the calibration cache (TensorRT's
+   * implicit INT8 builds from model.fp32.onnx as it is). @default "auto"
+   */
+  smooth?: SmoothSetting;
+  /** How model.int8.onnx quantises activations at run time (dynamic-graph.ts). @default "per-token" */
+  activations?: DynamicActivations;
   /** Test-only: the careless INT8 (per-tensor everything, LayerNorm and Softmax included) the gate must refuse. */
   naive?: boolean;
   batchSize?: number;
@@ -52,9 +63,20 @@ export interface QuantizeArtifactOptions {
   onWarn?: (message: string) => void;
 }
 
+/** The manifest's quantization entry of bge quantize's files: QuantizationRecord and how INT8 was shaped. */
+export interface Int8QuantizationRecord extends QuantizationRecord {
+  /** model.int8.onnx's run-time activation quantisation. */
+  activations: DynamicActivations;
+  /** SmoothQuant as asked (`auto`, `off`, or α) and the linear inputs it smoothed, with their channel spread before. */
+  smoothing: { setting: SmoothSetting; inputs: { place: string; alpha: number; spread: number; smoothed_spread: number }[] };
+}
+
 export interface QuantizeArtifactResult {
   manifest: Manifest;
+  /** The calibration the INT8 graphs were written from (of the smoothed graph, where smoothing applied). */
   calibration: CalibrationResult;
+  /** Linear inputs smoothed before INT8. */
+  smoothed: SmoothedInput[];
   written: ArtifactFile[];
   excluded: QuantTarget[];
 }
@@ -88,7 +110,10 @@ export async function quantizeArtifact(options: QuantizeArtifactOptions): Promis
   const dir = options.artifactDir;
   let calibration: CalibrationResult | undefined;
   let excluded: QuantTarget[] = [];
+  let smoothed: SmoothedInput[] = [];
   const written: ArtifactFile[] = [];
+  const smooth = options.naive ? "off" : (options.smooth ?? "auto");
+  const activations = options.activations ?? "per-token";
   const manifest = await writeArtifactFolder(dir, { command: "quantize", warn: options.onWarn }, async ({ staging, previous }) => {
     if (!previous) throw new UsageError(`${dir}: not an artifact folder (no manifest.json); make one with bge export, then quantize it`);
     const fp32 = previous.files.find((f) => f.role === ONNX_ROLES.fp32);
@@ -98,62 +123,91 @@ export async function quantizeArtifact(options: QuantizeArtifactOptions): Promis
     const fp32Path = join(dir, fp32.path);
 
     options.onStage?.(`calibrating ${fp32.path} on ${options.texts.length} texts (${options.method}${options.method === "percentile" ? ` ${options.percentile ?? 99.99}` : ""}) …`);
-    calibration = await calibrate({
-      modelPath: fp32Path,
-      artifactDir: dir,
-      texts: options.texts,
-      method: options.method,
-      percentile: options.percentile,
-      batchSize: options.batchSize,
-      onProgress: options.onProgress,
-      ...(options.naive ? { extraTensors: await naiveExtraTensors(fp32Path) } : {}),
+    const calibrateOn = async (modelPath: string, channelAbsMax: boolean) =>
+      calibrate({
+        modelPath,
+        artifactDir: dir,
+        texts: options.texts,
+        method: options.method,
+        percentile: options.percentile,
+        batchSize: options.batchSize,
+        onProgress: options.onProgress,
+        channelAbsMax,
+        ...(options.naive ? { extraTensors: await naiveExtraTensors(modelPath) } : {}),
+      });
+    // The fp32 graph's own statistics: the calibration cache is keyed to its tensors, and SmoothQuant
+    // finds the outlier channels in them.
+    const original = await calibrateOn(fp32Path, smooth !== "off");
+    const asked = excludeMatcher(options.exclude ?? [], original.targets);
+    smoothed = await smoothingPlan({
+      setting: smooth,
+      targets: original.targets,
+      channelAbsMax: (x) => original.statistics.get(x)?.channelAbsMax,
+      weight: weightReader(await readOnnxModel(fp32Path)),
     });
-    const cal = calibration;
-    const amax = new Map([...cal.tensors].map(([name, t]) => [name, t.amax]));
-    const asked = excludeMatcher(options.exclude ?? [], cal.targets);
-    // The careless graph is careless by definition: nothing is rescued for it.
-    const auto = options.autoExclude === false || options.naive ? [] : unrepresentable(cal);
-    for (const a of auto) {
-      if (!asked(a.target)) options.onWarn?.(`${a.target.node.replace(/\/(Gemm|MatMul(_1)?)$/, "")} stays in float: INT8 would round ${(a.share * 100).toFixed(1)}% of its input to zero (a few outlier units set the range; --no-auto-exclude to quantise it anyway)`);
+    // INT8 is written from the smoothed graph and calibrated on it (its quantised tensors are x/s).
+    let source = fp32Path;
+    let cal = original;
+    if (smoothed.length) {
+      source = join(staging, ".smoothed.fp32.onnx");
+      options.onStage?.(`smoothing ${smoothed.length} linear input(s) with outlier channels (SmoothQuant α ${smoothed[0]!.alpha}) and calibrating the smoothed graph …`);
+      await writeSmoothedModel(fp32Path, source, smoothed);
+      const again = await calibrateOn(source, false);
+      cal = { ...again, summary: { ...again.summary, seconds: original.summary.seconds + again.summary.seconds, runs: original.summary.runs + again.summary.runs } };
     }
-    const autoNodes = new Set(auto.map((a) => a.target.node));
-    const isExcluded = (t: QuantTarget) => asked(t) || autoNodes.has(t.node);
-    excluded = cal.targets.filter(isExcluded);
-    const quantized = cal.targets.filter((t) => !isExcluded(t));
-    const quantizedAmax = quantized.flatMap((t) => t.activations.map((a) => amax.get(a) ?? 0));
-    const record: QuantizationRecord = {
-      method: options.method,
-      ...(options.method === "percentile" ? { percentile: options.percentile ?? 99.99 } : {}),
-      corpus_sha256: options.corpusSha256,
-      texts: cal.summary.texts,
-      tokens: cal.summary.tokens,
-      excluded: excluded.map((t) => t.node),
-      auto_excluded: auto.map((a) => ({ node: a.target.node, zeroed_share: Number(a.share.toFixed(4)) })),
-      tensors: cal.tensors.size,
-      amax: { min: Math.min(...quantizedAmax), median: median(quantizedAmax), max: Math.max(...quantizedAmax) },
-      calibration_seconds: Number(cal.summary.seconds.toFixed(3)),
-    };
-    const built = { ...options.builtBy };
-    const put = async (name: string, role: ArtifactFile["role"]) => {
-      const f = await describeFile(staging, name, role, { built_by: built, quantization: record });
-      written.push(f);
-    };
-    if (precisions.includes("int8-qdq")) {
-      const name = "model.int8.qdq.onnx";
-      options.onStage?.(`writing ${name} (Q/DQ, for TensorRT)`);
-      await writeQdqModel(fp32Path, join(staging, name), { activationAmax: amax, exclude: isExcluded, naive: options.naive });
-      await put(name, ONNX_ROLES["int8-qdq"]);
+    calibration = cal;
+    try {
+      const amax = new Map([...cal.tensors].map(([name, t]) => [name, t.amax]));
+      // The careless graph is careless by definition: nothing is rescued for it.
+      const auto = options.autoExclude === false || options.naive ? [] : unrepresentable(cal);
+      for (const a of auto) {
+        if (!asked(a.target)) options.onWarn?.(`${a.target.node.replace(/\/(Gemm|MatMul(_1)?)$/, "")} stays in float: INT8 would round ${(a.share * 100).toFixed(1)}% of its input to zero (a few outlier units set the range${smoothed.length ? " even after smoothing" : ""}; --no-auto-exclude to quantise it anyway)`);
+      }
+      const autoNodes = new Set(auto.map((a) => a.target.node));
+      const isExcluded = (t: QuantTarget) => asked(t) || autoNodes.has(t.node);
+      excluded = cal.targets.filter(isExcluded);
+      const quantized = cal.targets.filter((t) => !isExcluded(t));
+      const quantizedAmax = quantized.flatMap((t) => t.activations.map((a) => amax.get(a) ?? 0));
+      const record: Int8QuantizationRecord = {
+        method: options.method,
+        ...(options.method === "percentile" ? { percentile: options.percentile ?? 99.99 } : {}),
+        corpus_sha256: options.corpusSha256,
+        texts: cal.summary.texts,
+        tokens: cal.summary.tokens,
+        excluded: excluded.map((t) => t.node),
+        auto_excluded: auto.map((a) => ({ node: a.target.node, zeroed_share: Number(a.share.toFixed(4)) })),
+        tensors: cal.tensors.size,
+        amax: { min: Math.min(...quantizedAmax), median: median(quantizedAmax), max: Math.max(...quantizedAmax) },
+        calibration_seconds: Number(cal.summary.seconds.toFixed(3)),
+        activations,
+        smoothing: { setting: smooth, inputs: smoothed.map((p) => ({ place: p.place, alpha: p.alpha, spread: Number(p.spread.toPrecision(4)), smoothed_spread: Number(p.smoothedSpread.toPrecision(4)) })) },
+      };
+      const built = { ...options.builtBy };
+      const put = async (name: string, role: ArtifactFile["role"]) => {
+        const f = await describeFile(staging, name, role, { built_by: built, quantization: record });
+        written.push(f);
+      };
+      if (precisions.includes("int8-qdq")) {
+        const name = "model.int8.qdq.onnx";
+        options.onStage?.(`writing ${name} (Q/DQ, for TensorRT)`);
+        await writeQdqModel(source, join(staging, name), { activationAmax: amax, exclude: isExcluded, naive: options.naive });
+        await put(name, ONNX_ROLES["int8-qdq"]);
+      }
+      if (precisions.includes("int8")) {
+        const name = "model.int8.onnx";
+        options.onStage?.(`writing ${name} (integer MatMul, ${activations} activations, for ONNX Runtime CPU)`);
+        await writeDynamicInt8Model(source, join(staging, name), { exclude: isExcluded, activations });
+        await put(name, ONNX_ROLES.int8);
+      }
+      // TensorRT 8.6/10's implicit INT8 path reads scales keyed to the fp32 graph's tensor names.
+      const quantizedNodes = new Set(quantized.map((t) => t.node));
+      const originalAmax = new Map([...original.tensors].map(([name, t]) => [name, t.amax]));
+      const cacheAmax = new Map(original.targets.filter((t) => quantizedNodes.has(t.node)).flatMap((t) => t.activations.map((a) => [a, originalAmax.get(a)!] as const)));
+      await writeFileAtomic(join(staging, CALIBRATION_CACHE_NAME), writeCalibrationCache(cacheAmax, { trtVersion: options.trtVersion ?? "8.6.1", method: options.method }));
+      await put(CALIBRATION_CACHE_NAME, "calib-cache");
+    } finally {
+      if (source !== fp32Path) await Promise.all([rm(source, { force: true }), rm(`${source}.data`, { force: true })]);
     }
-    if (precisions.includes("int8")) {
-      const name = "model.int8.onnx";
-      options.onStage?.(`writing ${name} (integer MatMul, for ONNX Runtime CPU)`);
-      await writeDynamicInt8Model(fp32Path, join(staging, name), { exclude: isExcluded });
-      await put(name, ONNX_ROLES.int8);
-    }
-    // TensorRT 8.6/10's implicit INT8 path reads scales keyed to the fp32 graph's tensor names.
-    const cacheAmax = new Map(quantized.flatMap((t) => t.activations.map((a) => [a, amax.get(a)!] as const)));
-    await writeFileAtomic(join(staging, CALIBRATION_CACHE_NAME), writeCalibrationCache(cacheAmax, { trtVersion: options.trtVersion ?? "8.6.1", method: options.method }));
-    await put(CALIBRATION_CACHE_NAME, "calib-cache");
 
     const rewritten = new Set(written.map((f) => f.path));
     return {
@@ -162,7 +216,7 @@ export async function quantizeArtifact(options: QuantizeArtifactOptions): Promis
       parity: Object.fromEntries(Object.entries(previous.parity).filter(([p]) => !rewritten.has(p))),
     };
   });
-  return { manifest, calibration: calibration!, written, excluded };
+  return { manifest, calibration: calibration!, smoothed, written, excluded };
 }
 
 /** Share of a target's input values INT8 may round to zero before the layer is kept in float. */
