@@ -4,7 +4,7 @@
 // count, as a throughput ratio (target ≥ 1.8× on AVX2, ≥ 2.5× where the CPU has VNNI); the Q/DQ
 // graph (`model.int8.qdq.onnx`, built for TensorRT) is timed beside them for information, and so,
 // where `bge quantize` quantises activations per token, is the same int8 graph with per-tensor
-// DynamicQuantizeLinear (the library option `activations: "per-tensor"`, written under .bench/).
+// DynamicQuantizeLinear (what `bge quantize --activations per-tensor` writes; written under .bench/).
 //
 // One run does it all:
 //   1. fixture (seed 42, real zh tokenizer when ../shared has it) → `bge export --precision fp32`
@@ -208,8 +208,8 @@ const quantizationOf = async (path) => {
 };
 for (const m of MODELS.slice(1)) m.quantization = await quantizationOf(m.path);
 // For information: where bge quantize quantises activations per token (its default since b761bf1),
-// the same graph with per-tensor DynamicQuantizeLinear (the library's `activations: "per-tensor"`
-// option, no CLI flag), written beside the artifact with the sidecar files verify needs.
+// the same graph with per-tensor DynamicQuantizeLinear (`bge quantize --activations per-tensor`),
+// written beside the artifact with the sidecar files verify needs.
 const variantDir = join(bench, "per-tensor");
 rmSync(variantDir, { recursive: true, force: true });
 if (MODELS[1].quantization?.activations && !/per tensor/.test(MODELS[1].quantization.activations)) {
@@ -222,7 +222,7 @@ if (MODELS[1].quantization?.activations && !/per tensor/.test(MODELS[1].quantiza
   await writeDynamicInt8Model(MODELS[0].path, path, { activations: "per-tensor", exclude: (t) => quantize.kept_in_float.includes(t.node) });
   const quantization = await quantizationOf(path);
   if (/per tensor/.test(quantization?.activations ?? "")) {
-    MODELS.push({ key: "int8-per-tensor", file: "model.int8.onnx", path, quantization, label: "with per-tensor activations (library option; information)" });
+    MODELS.push({ key: "int8-per-tensor", file: "model.int8.onnx", path, quantization, label: "with per-tensor activations (`--activations per-tensor`; information)" });
   }
 }
 for (const m of MODELS) m.bytes = statSync(m.path).size;
@@ -486,7 +486,7 @@ if (variantModel) {
   const pv = parity[variantModel.key];
   const prv = profile[variantModel.key];
   notes.push(
-    `Per-token vs per-tensor activations: \`bge quantize\` now quantises each token's row on its own (so a text's vector does not depend on its batch or padding), with Abs/ReduceMax/Div/Round/Cast ops of its own and an unfused MatMulInteger + Cast/Mul/Add; the same graph with per-tensor DynamicQuantizeLinear (\`writeDynamicInt8Model(…, { activations: "per-tensor" })\`, no CLI flag${prv ? `; ORT fuses it into ${prv.int8_ops.join(", ")}` : ""}) runs **${tv.ratio_vs_fp32.toFixed(2)}×** fp32 in this run (paired ${tv.ratio_paired_median.toFixed(2)}×, best ${tv.ratio_best_run.toFixed(2)}×) — ${target.ratio ? (tv.ratio_vs_fp32 >= target.ratio ? `meeting ≥ ${target.ratio}×` : `short of ≥ ${target.ratio}× too`) : "no target applies"} — with parity ${pv ? `min ${f3(pv.min_cosine)} / mean ${f3(pv.mean_cosine)}, ${pv.pass ? "pass" : "fail"}` : "not measured"}${pv && parity.int8 ? `; batch drift (verify's batch-32 vs alone, 1 − cos) ${pv.batch_drift?.toExponential(1)} vs per-token ${parity.int8.batch_drift?.toExponential(1)}` : ""}.`,
+    `Per-token vs per-tensor activations: \`bge quantize\` now quantises each token's row on its own (so a text's vector does not depend on its batch or padding), with Abs/ReduceMax/Div/Round/Cast ops of its own and an unfused MatMulInteger + Cast/Mul/Add; the same graph with per-tensor DynamicQuantizeLinear (\`bge quantize --activations per-tensor\`${prv ? `; ORT fuses it into ${prv.int8_ops.join(", ")}` : ""}) runs **${tv.ratio_vs_fp32.toFixed(2)}×** fp32 in this run (paired ${tv.ratio_paired_median.toFixed(2)}×, best ${tv.ratio_best_run.toFixed(2)}×) — ${target.ratio ? (tv.ratio_vs_fp32 >= target.ratio ? `meeting ≥ ${target.ratio}×` : `short of ≥ ${target.ratio}× too`) : "no target applies"} — with parity ${pv ? `min ${f3(pv.min_cosine)} / mean ${f3(pv.mean_cosine)}, ${pv.pass ? "pass" : "fail"}` : "not measured"}${pv && parity.int8 ? `; batch drift (verify's batch-32 vs alone, 1 − cos) ${pv.batch_drift?.toExponential(1)} vs per-token ${parity.int8.batch_drift?.toExponential(1)}` : ""}.`,
   );
 }
 notes.push(
