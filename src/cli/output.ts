@@ -46,16 +46,21 @@ export function createOutput(options: OutputOptions, stdout = process.stdout, st
         const pct = Math.floor((done / total) * 100);
         const secs = (Date.now() - started) / 1000;
         const rate = secs > 0 ? done / secs : 0;
+        const eta = rate > 0 && done < total ? `, ETA ${formatSeconds((total - done) / rate)}` : "";
         if (tty) {
           const width = 30;
           const fill = Math.round((done / total) * width);
-          stderr.write(`\r${label} [${"#".repeat(fill)}${"-".repeat(width - fill)}] ${done}/${total} ${rate.toFixed(1)}/s`);
+          stderr.write(`\r${label} [${"#".repeat(fill)}${"-".repeat(width - fill)}] ${done}/${total} ${rate.toFixed(1)}/s${eta}   `);
           if (done >= total) stderr.write("\n");
         } else if (pct >= lastPct + 10 || done >= total) {
           lastPct = pct;
-          stderr.write(`${label}: ${done}/${total} (${pct}%, ${rate.toFixed(1)}/s)\n`);
+          stderr.write(`${label}: ${done}/${total} (${pct}%, ${rate.toFixed(1)}/s${eta})\n`);
         }
       };
     },
   };
+}
+
+function formatSeconds(s: number): string {
+  return s >= 90 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${Math.ceil(s)} s`;
 }
