@@ -289,3 +289,36 @@ describe("bge convert", () => {
     expect(again.artifacts.every((a) => a.reused)).toBe(true);
   }, 240_000);
 });
+
+describe("bge convert with no model: the default, from the hub", () => {
+  it("downloads BAAI/bge-small-zh-v1.5 at its bundled pipeline's pinned revision and converts it with that pipeline", async () => {
+    const { HubServer } = await import("./helpers/hub-server.js");
+    const pinned = JSON.parse(await readFile(join(REPO_ROOT, "pipelines", "bge-small-zh-v1.5.json"), "utf8")) as { revision: string };
+    // A tiny-shaped checkpoint served under the default id; the pinned revision names its commit.
+    const served = join(root, "served-tiny");
+    expect((await runBge(["fixture", served, "--shape", "tiny", "--seed", "13"])).code).toBe(0);
+    const server = await HubServer.start();
+    try {
+      await server.addRepoFromDir("BAAI/bge-small-zh-v1.5", served, { refs: [pinned.revision] });
+      const env = { HF_ENDPOINT: server.url, HF_HOME: join(root, "hf-home"), HF_HUB_CACHE: "", HUGGINGFACE_HUB_CACHE: "", HF_TOKEN: "", HF_HUB_OFFLINE: "" };
+      const out = join(root, "default");
+      const r = await runBge(["convert", "-o", out, "--precision", "fp32,int8", "--json"], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/pipeline .*pipelines\/bge-small-zh-v1\.5\.json \(bundled for BAAI\/bge-small-zh-v1\.5\)/);
+      expect(server.requests.map((q) => decodeURIComponent(q.url)).join(" ")).toContain(pinned.revision);
+      const json = JSON.parse(r.stdout) as ConvertJson & { model: string };
+      expect(json.model).toBe("BAAI/bge-small-zh-v1.5");
+      expect(json.artifacts.map((a) => [a.precision, a.pass])).toEqual([["fp32", true], ["int8", true], ["int8-qdq", true]]);
+      const manifest = await readManifest(out);
+      // A full commit sha is taken as the commit (as huggingface_hub does): the snapshot and the manifest name it.
+      expect(manifest.source.revision).toBe(pinned.revision);
+      // The bundled pipeline's corpora: every zh passage and query verified, 500 passages calibrated.
+      const golden = JSON.parse(await readFile(join(out, "golden.json"), "utf8")) as { items: unknown[] };
+      const lines = async (f: string) => (await readFile(join(REPO_ROOT, "pipelines", "corpus", f), "utf8")).split("\n").filter((l) => l !== "").length;
+      expect(golden.items).toHaveLength((await lines("zh-passages.txt")) + (await lines("zh-queries.txt")));
+      expect(manifest.files.find((f) => f.role === "onnx-int8-qdq")!.quantization!.texts).toBe(500);
+    } finally {
+      await server.close();
+    }
+  }, 240_000);
+});
