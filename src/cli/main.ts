@@ -7,6 +7,7 @@ import { fixtureCommand } from "../commands/fixture.js";
 import { goldenCommand } from "../commands/golden.js";
 import { tokenizeCommand } from "../commands/tokenize.js";
 import { verifyCommand } from "../commands/verify.js";
+import { benchCommand } from "../commands/bench.js";
 import { SHAPE_NAMES } from "../fixture/shapes.js";
 import { ONNX_PRECISIONS } from "../artifacts/manifest.js";
 import { batchSeqOption, decimalOption, integerOption, LIMITS, listOption, toleranceOption } from "./options.js";
@@ -38,6 +39,16 @@ const noInstructionOption = () => new Option("--no-instruction", "embed queries 
 function instructionFrom(opts: { instruction?: string | boolean }): string | null | undefined {
   if (opts.instruction === false) return null;
   return typeof opts.instruction === "string" ? opts.instruction : undefined;
+}
+
+/** A comma-separated list of whole numbers, each checked like integerOption; duplicates dropped, order kept. */
+function integerListOption(flag: string, range: { min: number; max: number }): (value: string) => number[] {
+  const one = integerOption(flag, range);
+  return (value) => {
+    const items = value.split(",").map((s) => s.trim());
+    if (value.trim() === "" || items.some((s) => s === "")) throw new InvalidArgumentError(`Expected a comma-separated list of whole numbers from ${range.min} to ${range.max}.`);
+    return [...new Set(items.map(one))];
+  };
 }
 
 /** The whole command table. Each action only maps parsed options onto a command function. */
@@ -116,7 +127,8 @@ export function buildProgram(): Command {
     .option("--batch-size <n>", "texts per batch", integerOption("--batch-size", LIMITS.batchSize), 32)
     .addOption(instructionOption())
     .addOption(noInstructionOption())
-    .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json\n  bge embed /tmp/t-onnx 你好 --precision fp16\n  bge embed /tmp/t-onnx 你好 --backend trt --precision fp16")
+    .option("--output <heads>", "bge-m3: which heads to print, comma-separated from dense, sparse, colbert (sparse: token id → weight; colbert: one vector per token)")
+    .addHelpText("after", "\nExample:\n  bge embed /tmp/t 你好 hello --backend reference --json\n  bge embed /tmp/t-onnx 你好 --precision fp16\n  bge embed /tmp/t-onnx 你好 --backend trt --precision fp16\n  bge embed /tmp/m3 你好 --output dense,sparse,colbert --json")
     .action(async (model: string, texts: string[], opts, cmd: Command) => {
       await embedCommand(
         {
@@ -132,6 +144,7 @@ export function buildProgram(): Command {
           batchSize: opts.batchSize,
           instruction: instructionFrom(opts),
           trtexec: opts.trtexec,
+          output: opts.output,
         },
         outputFor(cmd),
       );
@@ -346,6 +359,44 @@ export function buildProgram(): Command {
           maxLength: opts.maxLength,
           batchSize: opts.batchSize,
           instruction: instructionFrom(opts),
+        },
+        outputFor(cmd),
+      );
+    });
+
+  program
+    .command("bench")
+    .description("latency, throughput and % of this machine's MatMul ceiling (measured in the same run) over a batch × sequence grid")
+    .argument("<target>", "artifact folder, an .onnx file, or an engine (.plan in its artifact folder) with --backend trt")
+    .option("--precision <list>", `which models of an artifact folder (${ONNX_PRECISIONS.join(", ")}; engines: fp16, int8, fp32; default: fp32, else the first listed)`, listOption("--precision", ONNX_PRECISIONS))
+    .option("--batch <list>", "comma-separated batch sizes", integerListOption("--batch", LIMITS.batchSize), [1, 8, 32])
+    .option("--seq <list>", "comma-separated sequence lengths in tokens (each at most the model's positions)", integerListOption("--seq", { min: 1, max: LIMITS.maxLength.max }), [16, 128, 512])
+    .addOption(new Option("--backend <backend>", "onnx: ONNX Runtime CPU; trt: the artifact's TensorRT engines timed by trtexec (default: onnx, trt for an engine file)").choices(["onnx", "trt"]))
+    .option("--trtexec <path>", "--backend trt: the trtexec to use (default: $TRTEXEC, then PATH, then /usr/src/tensorrt/bin/trtexec)")
+    .option("--threads <n>", "ONNX Runtime intra-op threads, for the model and the ceiling alike (default: all CPUs)", integerOption("--threads", { min: 1, max: 1024 }))
+    .option("--warmup <n>", "untimed runs before each grid point", integerOption("--warmup", { min: 0, max: 10000 }), 2)
+    .addOption(new Option("--runs <n>", "timed runs per grid point").argParser(integerOption("--runs", { min: 1, max: 100000 })).default(10).conflicts("seconds"))
+    .option("--seconds <s>", "time each grid point for this long instead of a number of runs", decimalOption("--seconds", { above: 0, below: 3600, meaning: "seconds per grid point" }))
+    .option("--texts <file>", "also time these texts end to end (tokenise + run + pool) at each --batch")
+    .option("--report <file>", "write the bge-bench/1 JSON report here")
+    .option("--chart <file>", "write an SVG chart (sequences/s vs batch, ceiling dashed) here")
+    .addHelpText("after", "\nExample:\n  bge bench /tmp/t-onnx --precision fp32,fp16,int8 --batch 1,8,32 --seq 128 --report bench.json --chart bench.svg")
+    .action(async (target: string, opts, cmd: Command) => {
+      await benchCommand(
+        {
+          target,
+          precision: opts.precision,
+          batch: opts.batch,
+          seq: opts.seq,
+          backend: opts.backend,
+          trtexec: opts.trtexec,
+          threads: opts.threads,
+          warmup: opts.warmup,
+          runs: opts.runs,
+          seconds: opts.seconds,
+          texts: opts.texts,
+          report: opts.report,
+          chart: opts.chart,
         },
         outputFor(cmd),
       );

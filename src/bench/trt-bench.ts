@@ -1,0 +1,95 @@
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ModelSpec } from "../checkpoint/model-spec.js";
+import { BgeError, ToolFailedError } from "../errors.js";
+import { loadEmbedder } from "../runners/load-embedder.js";
+import type { ProfileCorner, TrtEmbedder } from "../runners/trt-embedder.js";
+import { runTrtexec, trtexecFailure } from "../trt/build-engine.js";
+import type { TrtexecInfo } from "../trt/discover-trtexec.js";
+import { encodeInts, padBatch } from "../trt/run-engine.js";
+import { parseTrtexecLog, type TimingStats } from "../trt/trtexec-log.js";
+import { loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
+import { trackTempPath } from "../util/interrupt.js";
+import { syntheticRows, type GridPoint } from "./grid.js";
+import type { TimingPlan } from "./timing.js";
+
+export interface TrtPointTiming {
+  /** trtexec's throughput: enqueues (batches) per second. */
+  qps: number;
+  sequencesPerSecond: number;
+  latencyMs: { mean: number; p50: number; p95: number; p99: number };
+  gpuComputeMs: { mean: number; p50: number; p95: number; p99: number };
+  /** The trtexec argument list as run (temporary input paths included). */
+  args: string[];
+}
+
+/**
+ * One TensorRT engine of an artifact, timed by trtexec itself: for each grid point, one trtexec run
+ * with the point's shapes and synthetic inputs of exact length; its performance summary gives
+ * throughput (qps × batch → sequences/s) and the latency and GPU compute percentiles.
+ */
+export class TrtBench {
+  private constructor(
+    readonly path: string,
+    readonly precision: string,
+    readonly spec: ModelSpec,
+    readonly weightsBytes: number,
+    readonly trtexec: TrtexecInfo,
+    readonly profile: { min: ProfileCorner; opt: ProfileCorner; max: ProfileCorner },
+    private readonly inputNames: readonly string[],
+    private readonly tokenizer: FlagTokenizer,
+  ) {}
+
+  static async open(target: string, precision: string | undefined, trtexec: string | undefined): Promise<TrtBench> {
+    const loaded = await loadEmbedder(target, { backend: "trt", precision, trtexec });
+    const e = loaded.embedder as TrtEmbedder;
+    const tokenizer = await loadCheckedTokenizer(loaded.spec.dir, loaded.spec.config.vocabSize);
+    const weightsBytes = (await stat(e.enginePath)).size;
+    return new TrtBench(e.enginePath, e.precision, loaded.spec, weightsBytes, e.trtexec, e.profile, e.inputNames, tokenizer);
+  }
+
+  async timePoint(point: GridPoint, plan: TimingPlan): Promise<TrtPointTiming> {
+    const rows = syntheticRows(point, this.spec.config.vocabSize, this.tokenizer.padId, { first: this.tokenizer.clsId, last: this.tokenizer.sepId });
+    const tensors = padBatch(rows, this.tokenizer.padId, point.seq);
+    const bytes = this.trtexec.family === "8.6" ? 4 : 8;
+    const dir = await mkdtemp(join(tmpdir(), "bge-bench-trt-"));
+    const untrack = trackTempPath(dir);
+    try {
+      const files: string[] = [];
+      for (const name of this.inputNames) {
+        const file = join(dir, `${name}.bin`);
+        await writeFile(file, encodeInts(tensors[name as keyof typeof tensors], bytes));
+        files.push(`${name}:${file}`);
+      }
+      const shape = `${point.batch}x${point.seq}`;
+      const args = [
+        `--loadEngine=${this.path}`,
+        `--shapes=${this.inputNames.map((n) => `${n}:${shape}`).join(",")}`,
+        `--loadInputs=${files.join(",")}`,
+        // trtexec warms up by time (ms), not by runs; a run count becomes --iterations with no minimum duration.
+        `--warmUp=${plan.warmup > 0 ? 200 : 0}`,
+        ...(plan.seconds !== undefined ? [`--duration=${plan.seconds}`] : [`--iterations=${plan.runs}`, "--duration=0"]),
+        "--avgRuns=1",
+      ];
+      const run = await runTrtexec(this.trtexec, args, 600_000);
+      if (run.signal) throw trtexecFailure(this.trtexec, args, run, `was killed by ${run.signal}`);
+      if (run.code !== 0) throw trtexecFailure(this.trtexec, args, run, `exited with ${run.code}`);
+      const log = parseTrtexecLog(run.log);
+      if (log.status === "failed") throw trtexecFailure(this.trtexec, args, run, "reported FAILED");
+      const s = log.summary;
+      if (!s || !(s.throughputQps > 0)) throw trtexecFailure(this.trtexec, args, run, "printed no performance summary");
+      return { qps: s.throughputQps, sequencesPerSecond: s.throughputQps * point.batch, latencyMs: pick(s.latencyMs), gpuComputeMs: pick(s.gpuComputeMs), args };
+    } catch (err) {
+      if (err instanceof BgeError) throw err;
+      throw new ToolFailedError(`trtexec timing run on ${this.path} failed: ${(err as Error).message}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+      untrack();
+    }
+  }
+}
+
+function pick(t: TimingStats): TrtPointTiming["latencyMs"] {
+  return { mean: t.mean, p50: t.median, p95: t.p95 ?? t.max, p99: t.p99 ?? t.max };
+}
