@@ -6,6 +6,8 @@ import type { EncoderConfig } from "../checkpoint/config.js";
 import type { Pooling } from "../checkpoint/model-spec.js";
 import type { EncoderWeights } from "./encoder.js";
 import type { WorkerReply, WorkerRequest } from "./encoder-worker.js";
+import type { Head, M3Heads } from "../checkpoint/m3-heads.js";
+import type { M3Output } from "./m3.js";
 
 /** Copies every weight array into shared memory, so threads read one copy. */
 function shareWeights(w: EncoderWeights): EncoderWeights {
@@ -39,7 +41,7 @@ function shareWeights(w: EncoderWeights): EncoderWeights {
  */
 export class EncoderPool {
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (v: Float64Array[]) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (v: unknown[]) => void; reject: (e: Error) => void }>();
 
   private constructor(private readonly workers: Worker[]) {
     for (const w of workers) {
@@ -48,6 +50,7 @@ export class EncoderPool {
         if (!p) return;
         this.pending.delete(m.id);
         if (m.type === "result") p.resolve(m.vectors);
+        else if (m.type === "heads") p.resolve(m.outputs);
         else p.reject(new Error(m.message));
       });
       w.on("error", (err) => {
@@ -61,14 +64,20 @@ export class EncoderPool {
    * A pool of `threads` workers, or undefined where one thread suffices or the compiled worker is
    * not at hand (running from TypeScript sources under a test runner).
    */
-  static create(config: EncoderConfig, weights: EncoderWeights, pooling: Pooling, threads = Math.min(availableParallelism(), 8)): EncoderPool | undefined {
+  static create(
+    config: EncoderConfig,
+    weights: EncoderWeights,
+    pooling: Pooling,
+    threads = Math.min(availableParallelism(), 8),
+    m3?: { heads: M3Heads; specials: number[]; normalize: boolean },
+  ): EncoderPool | undefined {
     if (threads < 2) return undefined;
     const script = fileURLToPath(new URL("./encoder-worker.js", import.meta.url));
     if (!existsSync(script)) return undefined;
     const shared = shareWeights(weights);
     const workers = Array.from({ length: threads }, () => {
       const w = new Worker(script);
-      w.postMessage({ type: "init", config, weights: shared, pooling } satisfies WorkerRequest);
+      w.postMessage({ type: "init", config, weights: shared, pooling, m3 } satisfies WorkerRequest);
       // Idle threads do not keep the process alive; pool() holds them while it waits.
       w.unref();
       return w;
@@ -82,6 +91,15 @@ export class EncoderPool {
 
   /** Pooled (not normalised) vectors for unpadded sequences, in order. */
   async pool(sequences: number[][]): Promise<Float64Array[]> {
+    return this.run(sequences, (id, part) => ({ type: "job", id, sequences: part }));
+  }
+
+  /** bge-m3's outputs (see m3Forward) for unpadded sequences, in order; the pool must have been created with heads. */
+  async heads(sequences: number[][], want: Head[]): Promise<M3Output[]> {
+    return this.run(sequences, (id, part) => ({ type: "heads", id, sequences: part, want }));
+  }
+
+  private async run<T>(sequences: number[][], request: (id: number, part: number[][]) => WorkerRequest): Promise<T[]> {
     // Longest first, each to the thread with the least work so far.
     const order = sequences.map((_, i) => i).sort((a, b) => sequences[b]!.length - sequences[a]!.length);
     const load = this.workers.map(() => 0);
@@ -92,15 +110,15 @@ export class EncoderPool {
       assigned[w]!.push(i);
       load[w]! += cost;
     }
-    const out = new Array<Float64Array>(sequences.length);
+    const out = new Array<T>(sequences.length);
     for (const w of this.workers) w.ref();
     try {
       await Promise.all(
       assigned.map(async (idx, w) => {
         if (!idx.length) return;
         const id = this.nextId++;
-        const result = new Promise<Float64Array[]>((resolve, reject) => this.pending.set(id, { resolve, reject }));
-        this.workers[w]!.postMessage({ type: "job", id, sequences: idx.map((i) => sequences[i]!) } satisfies WorkerRequest);
+        const result = new Promise<T[]>((resolve, reject) => this.pending.set(id, { resolve: resolve as (v: unknown[]) => void, reject }));
+        this.workers[w]!.postMessage(request(id, idx.map((i) => sequences[i]!)));
         (await result).forEach((v, k) => (out[idx[k]!] = v));
       }),
       );

@@ -1,4 +1,6 @@
 import { UsageError } from "../errors.js";
+import type { Head } from "../checkpoint/m3-heads.js";
+import type { M3Output } from "../reference/m3.js";
 
 /** What every backend produces for a list of texts: one vector per text in input order, plus the ids it fed. */
 export interface EmbedResult {
@@ -17,6 +19,25 @@ export interface Embedder {
   readonly dimension: number;
   embed(texts: readonly string[], kind: TextKind, options?: { batchSize?: number; onProgress?: (done: number, total: number) => void }): Promise<EmbedResult>;
   deactivate(): Promise<void>;
+  /** The heads this backend computes (bge-m3: dense, sparse, colbert); undefined means dense only. */
+  readonly heads?: readonly Head[];
+  /** Every asked-for head per text (dense always), for backends with {@link heads}. */
+  embedHeads?(texts: readonly string[], kind: TextKind, want: readonly Head[], options?: { batchSize?: number; onProgress?: (done: number, total: number) => void }): Promise<HeadsResult>;
+}
+
+export interface HeadsResult {
+  outputs: M3Output[];
+  inputIds: number[][];
+}
+
+/** Refuses (exit 2) heads the backend does not have, naming what it has and where the heads come from. */
+export function assertHeads(embedder: Embedder, want: readonly Head[], what: string): void {
+  const has = embedder.heads ?? ["dense"];
+  const missing = want.filter((h) => !has.includes(h));
+  if (missing.length === 0) return;
+  throw new UsageError(
+    `${what} has no ${missing.join(" or ")} head (it has: ${has.join(", ")}); sparse and ColBERT heads come with bge-m3 (sparse_linear.pt, colbert_linear.pt) and are exported by bge export --heads`,
+  );
 }
 
 /**
