@@ -182,7 +182,18 @@ describe("bge convert", () => {
 
   it("killed mid-export and mid-quantize (SIGINT, SIGKILL), a rerun completes to the same bytes and repeats no finished stage", async () => {
     const reference = join(root, "zh-ref");
-    expect((await convertJson([zh, "-o", reference, "--precision", "fp32,int8"])).code).toBe(0);
+    const writer = startBge(["convert", zh, "-o", reference, "--precision", "fp32,int8", "--pipeline", pipeline]);
+    await writer.waitForStderr(/\[5\/6\] golden/);
+    // While it holds the folder (golden and verify still to come), a second writer and a verify are refused.
+    const rival = await runBge(["convert", zh, "-o", reference, "--precision", "fp32,int8", "--pipeline", pipeline]);
+    expect(rival.code).toBe(2);
+    expect(rival.stderr).toMatch(new RegExp(`being written by bge convert \\(pid ${writer.pid}`));
+    const golden = join(root, "any-golden.json");
+    expect((await runBge(["golden", zh, "--texts", join(root, "queries.txt"), "-o", golden, "--quiet"])).code).toBe(0);
+    const reader = await runBge(["verify", reference, "--golden", golden]);
+    expect(reader.code).toBe(2);
+    expect(reader.stderr).toMatch(/is being written by bge convert/);
+    expect((await writer.done).code).toBe(0);
     const expected = await folderHashes(reference);
 
     for (const [exportSignal, quantizeSignal] of [["SIGINT", "SIGKILL"], ["SIGKILL", "SIGINT"]] as const) {
