@@ -76,7 +76,9 @@ export class EncoderPool {
     if (!existsSync(script)) return undefined;
     const shared = shareWeights(weights);
     const workers = Array.from({ length: threads }, () => {
-      const w = new Worker(script);
+      // `node --input-type=module -e …` (bench scripts) would pass its flag to the worker, which then
+      // refuses to load a file (ERR_INPUT_TYPE_NOT_ALLOWED); the rest of the parent's flags apply.
+      const w = new Worker(script, { execArgv: process.execArgv.filter((a) => !a.startsWith("--input-type")) });
       w.postMessage({ type: "init", config, weights: shared, pooling, m3 } satisfies WorkerRequest);
       // Idle threads do not keep the process alive; pool() holds them while it waits.
       w.unref();
