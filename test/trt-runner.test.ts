@@ -155,6 +155,21 @@ describe("TrtEmbedder pooling", () => {
     expect(minCosine(got.embeddings, want.embeddings)).toBeGreaterThanOrEqual(0.999999);
   });
 
+  it("unpadded (verify's batch-invariance pass): one run per token length, at most the profile's max batch each, the same vectors as one text at a time", async () => {
+    // Lengths with repeats: 12 texts of 3 lengths, 5 of one of them (beyond nothing, max batch 8).
+    const texts = [...Array.from({ length: 5 }, (_, i) => `hello ${["a", "b", "c", "d", "e"][i]}`), ...Array.from({ length: 4 }, (_, i) => `你好世界${i}`), "x", "y", "z"];
+    const lengths = (await onnx.embed(texts, "passage")).inputIds.map((ids) => ids.length);
+    const distinct = new Set(lengths);
+    expect(distinct.size).toBeLessThan(texts.length);
+    const grouped = await load("10.16.0");
+    const got = await grouped.embedWith(texts, "passage", { batchSize: 1, unpadded: true });
+    expect(grouped.runs).toBe([...distinct].reduce((n, len) => n + Math.ceil(lengths.filter((l) => l === len).length / PROFILE.max[0]), 0));
+    const single = await load("10.16.0");
+    const alone = await single.embedWith(texts, "passage", { batchSize: 1 });
+    expect(single.runs).toBe(texts.length);
+    expect(minCosine(got.embeddings, alone.embeddings)).toBeGreaterThanOrEqual(0.999999);
+  });
+
   it("an engine with neither hidden states nor a matching sentence_embedding is refused at load", async () => {
     await expect(load("10.16.0", { outputs: ["sentence_embedding"], graphPooling: { pooling: "mean", normalize: true } })).rejects.toThrow(/no hidden states/);
   });

@@ -16,10 +16,11 @@ const VERSIONS = ["8.6.1", "10.16.0", "11.0.0"] as const;
 const FIXTURES = { tiny: ["--shape", "tiny", "--seed", "4"], "bge-small-zh": ["--shape", "bge-small-zh-v1.5", "--seed", "1"] } as const;
 type FixtureName = keyof typeof FIXTURES;
 
-// A short golden keeps the trtexec runs few: verify embeds each kind batched, then each text alone.
+// A short golden keeps the trtexec runs few: verify embeds each kind batched, then unpadded (texts of
+// one token length together: these three all differ in length, so each alone).
 const PASSAGES = ["hello world", "你好，世界", "the quick brown fox jumps over the lazy dog"];
 const QUERIES = ["什么是狐狸"];
-/** trtexec runs for one engine: passages batched (1) and alone (3), the query batched (1) and alone (1). */
+/** trtexec runs for one engine: passages batched (1) and unpadded (3), the query batched (1) and unpadded (1). */
 const RUNS_PER_ENGINE = 1 + PASSAGES.length + 1 + QUERIES.length;
 
 let root: string;

@@ -134,8 +134,8 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
     });
     done += idx.length;
     options.onProgress?.(done, 2 * n);
-    // Batch invariance: the same texts one at a time (no padding at all).
-    const alone = await candidate.embedWith(texts, kind, { batchSize: 1 });
+    // Batch invariance: the same texts without padding (one at a time, or batches of one token length).
+    const alone = await candidate.embedWith(texts, kind, { batchSize: 1, unpadded: true });
     idx.forEach((gi, k) => (single[gi] = alone.embeddings[k]!));
     done += idx.length;
     options.onProgress?.(done, 2 * n);

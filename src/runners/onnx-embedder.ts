@@ -15,6 +15,12 @@ export interface EmbedOverrides {
   maxLength?: number;
   /** Applied to each text before the instruction (e.g. lowercasing, as sentence-transformers does). */
   transform?: (text: string) => string;
+  /**
+   * With batchSize 1 (verify's batch-invariance pass): a backend whose every run is costly may batch
+   * texts of one token length together instead, which pads nothing either. TensorRT through trtexec
+   * does (one engine load per length, not per text); ONNX Runtime runs each text alone.
+   */
+  unpadded?: boolean;
 }
 
 export interface OnnxEmbedderOptions {

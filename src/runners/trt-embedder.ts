@@ -162,8 +162,7 @@ export class TrtEmbedder implements Embedder {
     const order = inputIds.map((_, i) => i).sort((a, b) => inputIds[b]!.length - inputIds[a]!.length || a - b);
     const embeddings = new Array<Float64Array>(texts.length);
     let done = 0;
-    for (let start = 0; start < order.length; start += batchSize) {
-      const batch = order.slice(start, start + batchSize);
+    for (const batch of batchesOf(order, inputIds, options.unpadded && batchSize === 1 ? { sameLength: maxBatch } : { size: batchSize })) {
       const rows = batch.map((i) => inputIds[i]!);
       // Below the profile's minimum batch, rows are repeated to fill it (their results are dropped).
       while (rows.length < minBatch) rows.push(rows[rows.length - 1]!);
@@ -229,4 +228,24 @@ function checkDims(t: ExportedTensor, name: string, expected: number[], engine: 
 function excerpt(text: string, chars = 40): string {
   const cps = Array.from(text);
   return JSON.stringify(cps.length > chars ? cps.slice(0, chars).join("") + "…" : text);
+}
+
+/**
+ * Consecutive slices of `order` (texts sorted by length, longest first): `size` at a time, or with
+ * `sameLength` runs of one token length only, at most that many each (no row is padded).
+ */
+function* batchesOf(order: readonly number[], inputIds: readonly number[][], how: { size: number } | { sameLength: number }): Generator<number[]> {
+  if ("size" in how) {
+    for (let start = 0; start < order.length; start += how.size) yield order.slice(start, start + how.size);
+    return;
+  }
+  let batch: number[] = [];
+  for (const i of order) {
+    if (batch.length && (batch.length >= how.sameLength || inputIds[batch[0]!]!.length !== inputIds[i]!.length)) {
+      yield batch;
+      batch = [];
+    }
+    batch.push(i);
+  }
+  if (batch.length) yield batch;
 }
