@@ -109,6 +109,33 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
     list = await texts();
   });
 
+  it("per token on an opset-18 export: the reductions take their axes as an input there", async () => {
+    // Structure only: bge export's opset-18 graphs do not load in ONNX Runtime yet (their pooling
+    // normalisation's ReduceL2 still has an axes attribute).
+    const root18 = await tempDir("bge-dyn18-");
+    const modelDir = join(root18, "model");
+    await writeFixture({ dir: modelDir, seed: 1 });
+    for (const opset of [17, 18]) {
+      const outDir = join(root18, `opset${opset}`);
+      await exportOnnx({ modelDir, outDir, precisions: ["fp32"], opset, builtBy });
+      const out = join(outDir, "model.int8.onnx");
+      await writeDynamicInt8Model(join(outDir, "model.fp32.onnx"), out);
+      const q = await readOnnxModel(out);
+      for (const op of ["ReduceMax", "ReduceMin"]) {
+        const n = q.graph.node.find((x) => x.opType === op)!;
+        const axes = n.attribute?.find((a) => a.name === "axes");
+        if (opset >= 18) {
+          expect(axes, `${op} opset ${opset}`).toBeUndefined();
+          const t = q.graph.initializer.find((i) => i.name === n.input![1])!;
+          expect([t.dataType, Array.from(new BigInt64Array(Uint8Array.from(await q.tensorBytes(t)).buffer))]).toEqual([OnnxType.INT64, [-1n]]);
+        } else {
+          expect(n.input, `${op} opset ${opset}`).toHaveLength(1);
+          expect(axes?.ints?.map(Number)).toEqual([-1]);
+        }
+      }
+    }
+  });
+
   for (const shape of ["tiny", "bge-small-zh-v1.5"]) {
     it(`${shape}: every linear layer as per-token quantisation + MatMulInteger, attention MatMuls in float, vectors within cosine 0.99 of fp32`, async () => {
       const dir = await artifact(root, shape, { shape });
@@ -125,6 +152,9 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
       // Q, K and V share one quantised input: 4 per layer, not 6; per token (a scale per row) by default.
       expect(countPerLayer(q, "ReduceMax")).toEqual(perLayer(4));
       expect(countPerLayer(q, "DynamicQuantizeLinear")).toEqual({});
+      // One QuantizeLinear per row scale (axis 0), zero point 128; no Abs copy of the input.
+      expect(countPerLayer(q, "QuantizeLinear")).toEqual(perLayer(4));
+      expect(countPerLayer(q, "Abs")).toEqual({});
       expect(q.graph.node.find((n) => n.opType === "ReduceMax")?.name).toBe("/encoder/layer.0/attention/self/input_quantizer/ReduceMax");
       expect(countPerLayer(q, "Gemm")).toEqual({});
       // The attention MatMuls read the same float tensors as in the fp32 graph.
