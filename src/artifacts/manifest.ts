@@ -106,6 +106,11 @@ export interface Manifest {
   files: ArtifactFile[];
   parity: Record<string, ParityRecord>;
   convert?: ConvertRecord;
+  /**
+   * The heads the ONNX graphs carry (bge-m3): "dense" is `sentence_embedding`, "sparse" the per-token
+   * `sparse_weights`, "colbert" the `colbert_vectors`. Absent: dense only.
+   */
+  heads?: ("dense" | "sparse" | "colbert")[];
 }
 
 /**
@@ -218,6 +223,12 @@ export function validateManifest(raw: unknown, path: string, dir: string): Manif
     const cos = (v: unknown) => v === null || typeof v === "number";
     if (!isObject(r) || typeof r.pass !== "boolean" || !cos(r.min_cosine) || !cos(r.mean_cosine) || !cos(r.tolerance)) {
       throw bad(`parity[${JSON.stringify(file)}]`, r, "{pass, golden, min_cosine, mean_cosine, tolerance, checked_at}");
+    }
+  }
+  if (m.heads !== undefined) {
+    const h = m.heads;
+    if (!Array.isArray(h) || !h.includes("dense") || h.some((x) => x !== "dense" && x !== "sparse" && x !== "colbert") || new Set(h).size !== h.length) {
+      throw bad("heads", h, 'a list of distinct "dense", "sparse", "colbert" that includes "dense"');
     }
   }
   if (m.convert !== undefined) {

@@ -161,6 +161,7 @@ export function buildProgram(): Command {
     .option("--max-length <n>", "max_length recorded for runners (default 512)", integerOption("--max-length", LIMITS.maxLength))
     .addOption(new Option("--external-data <when>", "weights in <model>.onnx.data: auto (above 1.8 GB), always, never").choices(["auto", "always", "never"]).default("auto"))
     .option("--no-normalize", "leave L2 normalisation out of the graph (FlagModel normalises)")
+    .option("--heads <list>", "bge-m3: the heads the graphs carry, comma-separated from dense, sparse, colbert (default: every head the checkpoint has)")
     .addOption(instructionOption())
     .addOption(noInstructionOption())
     .addHelpText("after", "\nExample:\n  bge export /tmp/t -o /tmp/t-onnx --precision fp32,fp16")
@@ -177,6 +178,7 @@ export function buildProgram(): Command {
           externalData,
           normalize: opts.normalize,
           instruction: instructionFrom(opts),
+          heads: opts.heads,
           argv: process.argv.slice(2),
         },
         outputFor(cmd),

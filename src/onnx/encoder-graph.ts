@@ -5,6 +5,7 @@ import type { TensorSource } from "../checkpoint/tensor.js";
 import { UsageError } from "../errors.js";
 import { float, GraphBuilder, int, ints } from "./graph-builder.js";
 import { OnnxType, type OnnxTypeCode } from "./proto.js";
+import type { LinearHead } from "../checkpoint/m3-heads.js";
 
 export type OnnxPrecision = "fp32" | "fp16";
 
@@ -13,6 +14,20 @@ export interface EncoderGraphOptions {
   /** `none` exports last_hidden_state only. */
   pooling: Pooling | "none";
   normalize: boolean;
+  /** bge-m3's sparse and ColBERT heads, as outputs sparse_weights and colbert_vectors. */
+  heads?: GraphHeads;
+}
+
+export interface GraphHeads {
+  sparse?: LinearHead;
+  colbert?: LinearHead;
+  /** The ids whose sparse weight is zeroed in the graph (CLS, EOS, PAD, UNK). */
+  specialIds: number[];
+  /**
+   * Test only: graphs that break the heads' contract, for showing that the gate says no — a sparse
+   * head that keeps CLS's weight, ColBERT vectors left unnormalised.
+   */
+  faults?: { sparseKeepsCls?: boolean; colbertUnnormalized?: boolean };
 }
 
 /**
@@ -175,6 +190,7 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     hidden = layerNorm(outRes, `${p}.output.LayerNorm`, `${path}/output/LayerNorm`);
   }
 
+  const flatHidden = hidden;
   const outShape = g.op("Concat", "/last_hidden_state/shape/Concat", [g.constInt64("/last_hidden_state/shape/batch", [-1]), seqLen, g.constInt64("/last_hidden_state/shape/hidden", [H])], { axis: int(0) });
   hidden = g.op("Reshape", "/last_hidden_state/Reshape", [hidden, outShape]);
   g.output(g.op("Identity", "/last_hidden_state/Identity", [hidden]), OnnxType.FLOAT, ["batch", "sequence", H]);
@@ -199,6 +215,55 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     }
     g.output(g.op("Identity", "/sentence_embedding/Identity", [pooled]), OnnxType.FLOAT, ["batch", H]);
     renameLastOutput(g, "sentence_embedding");
+  }
+
+  const m3 = options.heads;
+  if (m3?.sparse || m3?.colbert) {
+    /** A head's Linear in the compute type, on the flat hidden states: Gemm(x, W[out, in], b, transB=1) → float32. */
+    const headLinear = (name: string, head: LinearHead): string => {
+      const type = half ? OnnxType.FLOAT16 : OnnxType.FLOAT;
+      const bytes = (v: Float64Array) => (half ? new Uint8Array(Uint16Array.from(v, (x) => floatToHalf(x)).buffer) : new Uint8Array(Float32Array.from(v).buffer));
+      const w = g.initializer(`${name}.weight`, type, [head.outDim, head.inDim], () => bytes(head.weight));
+      const b = g.initializer(`${name}.bias`, type, [head.outDim], () => bytes(head.bias));
+      const x = toCompute(flatHidden, `/${name}/Cast`);
+      return toF32(g.op("Gemm", `/${name}/Gemm`, [x, w, b], { transB: int(1) }), `/${name}/Cast_1`);
+    };
+    const batchSeq = g.op("Concat", "/heads/shape/Concat", [g.constInt64("/heads/shape/batch", [-1]), seqLen], { axis: int(0) });
+    if (m3.sparse) {
+      // relu(sparse_linear(h)) [batch, sequence], zero where the mask is 0 and at special ids.
+      const raw = g.op("Reshape", "/sparse_linear/Reshape", [headLinear("sparse_linear", m3.sparse), batchSeq]);
+      const relu = g.op("Relu", "/sparse_linear/Relu", [raw]);
+      const specials = m3.faults?.sparseKeepsCls ? m3.specialIds.slice(1) : m3.specialIds;
+      const ids3 = g.op("Unsqueeze", "/sparse_linear/special/Unsqueeze", [inputIds, g.constInt64("/sparse_linear/special/axes", [-1])]);
+      const hits = g.op("Equal", "/sparse_linear/special/Equal", [ids3, g.constInt64("/sparse_linear/special/ids", specials)]);
+      // The ids are distinct, so the sum of matches is 0 or 1 (ReduceSum takes its axes as an input from opset 13 on).
+      const isSpecial = g.op("ReduceSum", "/sparse_linear/special/ReduceSum", [g.op("Cast", "/sparse_linear/special/Cast", [hits], { to: int(OnnxType.FLOAT) }), g.constInt64("/sparse_linear/special/reduce_axes", [-1])], { keepdims: int(0) });
+      const keep = g.op("Mul", "/sparse_linear/keep/Mul", [maskF, g.op("Sub", "/sparse_linear/keep/Sub", [g.constFloat("/sparse_linear/keep/one", [1], []), isSpecial])]);
+      g.output(g.op("Mul", "/sparse_linear/Mul", [relu, keep]), OnnxType.FLOAT, ["batch", "sequence"]);
+      renameLastOutput(g, "sparse_weights");
+    }
+    if (m3.colbert) {
+      // colbert_linear(h[:, 1:]) * mask[:, 1:], each vector L2-normalised: [batch, sequence − 1, D].
+      const D = m3.colbert.outDim;
+      const shape3 = g.op("Concat", "/colbert_linear/shape/Concat", [batchSeq, g.constInt64("/colbert_linear/shape/dim", [D])], { axis: int(0) });
+      const all = g.op("Reshape", "/colbert_linear/Reshape", [headLinear("colbert_linear", m3.colbert), shape3]);
+      const from1 = g.constInt64("/colbert_linear/slice/start", [1]);
+      const end = g.constInt64("/colbert_linear/slice/end", [2 ** 62]);
+      const axis1 = g.constInt64("/colbert_linear/slice/axes", [1]);
+      const tokens = g.op("Slice", "/colbert_linear/Slice", [all, from1, end, axis1]);
+      const mask1 = g.op("Slice", "/colbert_linear/mask/Slice", [maskF, from1, end, axis1]);
+      const mask3 = g.op("Unsqueeze", "/colbert_linear/mask/Unsqueeze", [mask1, g.constInt64("/colbert_linear/mask/axes", [-1])]);
+      let vectors = g.op("Mul", "/colbert_linear/Mul", [tokens, mask3]);
+      if (!m3.faults?.colbertUnnormalized) {
+        const squares = g.op("Mul", "/colbert_normalize/Mul", [vectors, vectors]);
+        const sum = g.op("ReduceSum", "/colbert_normalize/ReduceSum", [squares, g.constInt64("/colbert_normalize/axes", [-1])], { keepdims: int(1) });
+        const norm = g.op("Sqrt", "/colbert_normalize/Sqrt", [sum]);
+        const safe = g.op("Max", "/colbert_normalize/Max", [norm, g.constFloat("/colbert_normalize/eps", [1e-12], [])]);
+        vectors = g.op("Div", "/colbert_normalize/Div", [vectors, safe]);
+      }
+      g.output(g.op("Identity", "/colbert_vectors/Identity", [vectors]), OnnxType.FLOAT, ["batch", "sequence_minus_1", D]);
+      renameLastOutput(g, "colbert_vectors");
+    }
   }
   return g;
 }

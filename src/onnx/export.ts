@@ -7,7 +7,9 @@ import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
 import { UsageError } from "../errors.js";
 import { copyFileAtomic } from "../util/atomic.js";
 import { pathExists as exists } from "../util/fs.js";
-import { buildEncoderGraph, type OnnxPrecision } from "./encoder-graph.js";
+import { buildEncoderGraph, type GraphHeads, type OnnxPrecision } from "./encoder-graph.js";
+import { availableHeads, loadM3Heads, M3_HEAD_FILES, type Head, type M3Head } from "../checkpoint/m3-heads.js";
+import { m3SpecialIds } from "../reference/m3.js";
 import { writeOnnxModel } from "./write-model.js";
 import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 
@@ -29,6 +31,10 @@ export interface ExportOptions {
   externalData?: boolean | "auto";
   builtBy: BuiltBy;
   modelId?: string;
+  /** Which heads the graphs carry (dense always; sparse/colbert need bge-m3's head files). @default every head the checkpoint has */
+  heads?: Head[];
+  /** Test only: graphs that break a head's contract (see GraphHeads.faults), to show the gate refusing them. */
+  headFaults?: GraphHeads["faults"];
   onStage?: (message: string) => void;
   /** Where takeovers of an interrupted run's lock are reported. */
   onWarn?: (message: string) => void;
@@ -58,7 +64,18 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
     checkEncoderShapes(source, spec.config);
     // The artifact carries the tokenizer: a missing, broken or oversized one is refused now, not
     // when the artifact is first used.
-    await loadCheckedTokenizer(options.modelDir, spec.config.vocabSize);
+    const tokenizer = await loadCheckedTokenizer(options.modelDir, spec.config.vocabSize);
+    const available = await availableHeads(options.modelDir);
+    const heads = options.heads ?? ["dense", ...available];
+    if (!heads.includes("dense")) throw new UsageError(`--heads ${heads.join(",")}: dense is always exported (sentence_embedding); add it to the list`);
+    const missing = heads.filter((h): h is M3Head => h !== "dense" && !available.includes(h));
+    if (missing.length) {
+      throw new UsageError(`--heads ${heads.join(",")}: ${options.modelDir} has no ${missing.map((h) => M3_HEAD_FILES[h]).join(" or ")}, so no ${missing.join(" or ")} head (bge-m3 ships sparse_linear.pt and colbert_linear.pt)`);
+    }
+    const m3 = await loadM3Heads(options.modelDir, spec.config.hiddenSize, heads.filter((h): h is M3Head => h !== "dense"));
+    const specials = await m3SpecialIds(options.modelDir, tokenizer);
+    const graphHeads: GraphHeads | undefined =
+      m3.sparse || m3.colbert ? { ...m3, specialIds: [tokenizer.clsId, ...[...specials].filter((id) => id !== tokenizer.clsId)], faults: options.headFaults } : undefined;
     const manifest = await writeArtifactFolder(options.outDir, { command: "export", warn: options.onWarn }, async ({ staging, previous }) => {
       // Hashing the checkpoint runs on another thread while the graphs are written.
       const weightsShaPromise = hashWeights(options.modelDir);
@@ -67,13 +84,13 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
       for (const precision of precisions) {
         const name = `model.${precision}.onnx`;
         options.onStage?.(`writing ${name}`);
-        const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize });
+        const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize, heads: graphHeads });
         const written = await writeOnnxModel(join(staging, name), graph, {
           opset,
           producerName: "bge",
           producerVersion: options.builtBy.version,
           docString: `${spec.id} ${precision}: ${graphPooling} pooling${spec.normalize ? ", L2-normalised" : ""}`,
-          metadata: { model_id: spec.id, pooling: graphPooling, normalize: String(spec.normalize), precision },
+          metadata: { model_id: spec.id, pooling: graphPooling, normalize: String(spec.normalize), precision, ...(graphHeads ? { heads: heads.join(",") } : {}) },
           externalData: options.externalData ?? "auto",
         });
         const dataName = written.externalDataPath ? basename(written.externalDataPath) : undefined;
@@ -106,6 +123,7 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
         parity: sameSource ? Object.fromEntries(Object.entries(previous.parity ?? {}).filter(([p]) => !rewritten.has(p))) : {},
         // bge convert's stage keys stay with the files they describe; each names its inputs' hashes.
         ...(sameSource && previous.convert ? { convert: previous.convert } : {}),
+        ...(graphHeads ? { heads } : {}),
       };
       return m;
     });

@@ -16,6 +16,11 @@ export interface M3Output {
   sparse?: SparseVector;
   /** One L2-normalised vector per token after CLS (EOS included), padding dropped. */
   colbert?: Float64Array[];
+  /**
+   * ONNX runners only: the largest weight the graph's sparse_weights gave a special token (CLS, EOS,
+   * PAD, UNK) — 0 for a graph that keeps the contract; the per-id vector drops them either way.
+   */
+  specialWeight?: number;
 }
 
 /**

@@ -5,7 +5,9 @@ import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { UsageError } from "../errors.js";
 import { l2Normalize, poolHidden } from "../reference/pooling.js";
 import { applyInstruction, loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
-import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
+import type { EmbedResult, Embedder, HeadsResult, TextKind } from "./embedder.js";
+import type { Head } from "../checkpoint/m3-heads.js";
+import { m3SpecialIds, sparseFromTokenWeights, type M3Output } from "../reference/m3.js";
 
 export interface EmbedOverrides {
   pooling?: "cls" | "mean";
@@ -59,7 +61,16 @@ export class OnnxEmbedder implements Embedder {
     private readonly useGraphPooling: boolean,
     private readonly hiddenOutput: string | undefined,
     readonly precision: string,
+    private readonly specials: Set<number>,
   ) {}
+
+  /** dense, plus sparse/colbert where the graph has sparse_weights/colbert_vectors (bge export --heads). */
+  get heads(): Head[] {
+    const out: Head[] = ["dense"];
+    if (this.session.outputNames.includes("sparse_weights")) out.push("sparse");
+    if (this.session.outputNames.includes("colbert_vectors")) out.push("colbert");
+    return out;
+  }
 
   get dimension(): number {
     return this.spec.config.hiddenSize;
@@ -106,7 +117,8 @@ export class OnnxEmbedder implements Embedder {
       await session.release();
       throw new UsageError(`${modelPath}: the graph outputs ${graphDim}-dimensional vectors but config.json says hidden_size ${spec.config.hiddenSize}: the model and its config do not belong together`);
     }
-    return new OnnxEmbedder(modelPath, spec, session, tokenizer, useGraphPooling, hiddenOutput, options.precision ?? precisionFromFileName(modelPath));
+    const specials = await m3SpecialIds(tokenizerDir, tokenizer);
+    return new OnnxEmbedder(modelPath, spec, session, tokenizer, useGraphPooling, hiddenOutput, options.precision ?? precisionFromFileName(modelPath), specials);
   }
 
   /** Whether the graph has hidden states to pool differently from its own sentence_embedding. */
@@ -173,6 +185,69 @@ export class OnnxEmbedder implements Embedder {
       options.onProgress?.(done, texts.length);
     }
     return { embeddings, inputIds };
+  }
+
+  /**
+   * bge-m3's heads from the graph's outputs: the dense vector as {@link embed} computes it; sparse as
+   * FlagEmbedding post-processes `sparse_weights` (specials and weights ≤ 0 dropped, max per id — the
+   * graph's weight at special tokens is reported as specialWeight); ColBERT as the graph's
+   * `colbert_vectors` rows for the text's tokens after CLS, taken as they are (not renormalised).
+   */
+  async embedHeads(
+    texts: readonly string[],
+    kind: TextKind,
+    want: readonly Head[],
+    options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<HeadsResult> {
+    const batchSize = options.batchSize ?? 32;
+    const { maxLength, pooling, normalize } = this.spec;
+    const instruction = this.spec.queryInstruction;
+    const inputIds = this.cachedIds(texts, `${kind}\u0000${maxLength}\u0000${instruction ?? ""}`, undefined, () =>
+      texts.map((t) => this.tokenizer.encode(applyInstruction(t, instruction, kind), maxLength)),
+    );
+    const H = this.dimension;
+    const dense = this.useGraphPooling ? "sentence_embedding" : this.hiddenOutput!;
+    const fetch = [dense, ...(want.includes("sparse") ? ["sparse_weights"] : []), ...(want.includes("colbert") ? ["colbert_vectors"] : [])];
+    const outputs = new Array<M3Output>(texts.length);
+    const order = inputIds.map((_, i) => i).sort((a, b) => inputIds[b]!.length - inputIds[a]!.length || a - b);
+    let done = 0;
+    for (let start = 0; start < order.length; start += batchSize) {
+      const batch = order.slice(start, start + batchSize);
+      const S = Math.max(...batch.map((i) => inputIds[i]!.length));
+      const out = await this.session.run(this.feeds(batch.map((i) => inputIds[i]!)), fetch);
+      const d = out[dense]!.data as Float32Array;
+      const sw = out.sparse_weights?.data as Float32Array | undefined;
+      const cv = out.colbert_vectors;
+      const D = cv ? Number(cv.dims[2]) : 0;
+      batch.forEach((ti, r) => {
+        const ids = inputIds[ti]!;
+        const len = ids.length;
+        let vec: Float64Array;
+        if (this.useGraphPooling) vec = Float64Array.from(d.subarray(r * H, (r + 1) * H));
+        else {
+          const pooled = poolHidden(d.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), pooling);
+          vec = normalize ? l2Normalize(pooled) : pooled;
+        }
+        const o: M3Output = { dense: vec };
+        if (sw) {
+          const row = sw.subarray(r * S, r * S + len);
+          o.sparse = sparseFromTokenWeights(ids, row, this.specials);
+          o.specialWeight = 0;
+          ids.forEach((id, t) => {
+            if (this.specials.has(id)) o.specialWeight = Math.max(o.specialWeight!, row[t]!);
+          });
+        }
+        if (cv) {
+          const data = cv.data as Float32Array;
+          const base = r * (S - 1) * D;
+          o.colbert = Array.from({ length: len - 1 }, (_, t) => Float64Array.from(data.subarray(base + t * D, base + (t + 1) * D)));
+        }
+        outputs[ti] = o;
+      });
+      done += batch.length;
+      options.onProgress?.(done, texts.length);
+    }
+    return { outputs, inputIds };
   }
 
   /** Token ids of a texts array already tokenised with the same settings (verify runs each list twice). */
