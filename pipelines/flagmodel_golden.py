@@ -6,7 +6,11 @@ and what was used is written into the output, which bge completes (model id, rev
 and validates. Reads a JSON request on stdin:
   {"model": DIR, "passages": [...], "queries": [...], "pooling": "cls", "normalize": true,
    "use_fp16": false, "max_length": 512, "instruction": "..." | null, "batch_size": 32}
-and writes {"producer": {...}, "items": [...]} as JSON to the path given as the only argument.
+and writes {"producer": {...}, "items": [...]} as JSON to the path given as the last argument.
+
+With --m3 (bge-m3) it runs BGEM3FlagModel instead, with return_dense, return_sparse and
+return_colbert_vecs all True, and each item also gets "sparse" ({"<token id>": weight}, FlagEmbedding's
+lexical_weights) and "colbert" (its colbert_vecs: one vector per token after CLS, in full).
 """
 import json
 import sys
@@ -14,10 +18,14 @@ import sys
 
 def main() -> int:
     request = json.load(sys.stdin)
-    out_path = sys.argv[1]
+    args = sys.argv[1:]
+    m3 = "--m3" in args
+    out_path = [a for a in args if a != "--m3"][-1]
     try:
         import FlagEmbedding
         from FlagEmbedding import FlagModel
+        if m3:
+            from FlagEmbedding import BGEM3FlagModel
     except ImportError as err:  # bge checks this first; kept for direct use
         print(f"FlagEmbedding is not importable: {err}", file=sys.stderr)
         return 3
@@ -29,6 +37,8 @@ def main() -> int:
         fe_version = getattr(FlagEmbedding, "__version__", "unknown")
 
     instruction = request.get("instruction")
+    if m3:
+        return run_m3(BGEM3FlagModel, request, out_path, fe_version)
     model = FlagModel(
         request["model"],
         pooling_method=request["pooling"],
@@ -59,6 +69,57 @@ def main() -> int:
         "pooling": request["pooling"],
         "normalize": request["normalize"],
         # On CPU FlagModel switches fp16 off; record what actually ran.
+        "use_fp16": bool(request["use_fp16"]) and "cpu" not in device,
+        "max_length": max_length,
+        "query_instruction": instruction,
+        "device": device,
+    }
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump({"producer": producer, "items": items}, f, ensure_ascii=False)
+    return 0
+
+
+def run_m3(BGEM3FlagModel, request, out_path, fe_version) -> int:
+    """bge-m3's three heads from BGEM3FlagModel, every setting explicit."""
+    instruction = request.get("instruction")
+    model = BGEM3FlagModel(
+        request["model"],
+        pooling_method=request["pooling"],
+        normalize_embeddings=request["normalize"],
+        use_fp16=request["use_fp16"],
+    )
+    batch_size = int(request.get("batch_size", 32))
+    max_length = int(request["max_length"])
+    items = []
+    for kind, texts in (("passage", request["passages"]), ("query", request["queries"])):
+        if not texts:
+            continue
+        # BGEM3FlagModel.encode takes texts as they are: the query instruction (none for bge-m3) is prepended here.
+        inputs = [f"{instruction}{t}" if instruction and kind == "query" else t for t in texts]
+        out = model.encode(
+            inputs,
+            batch_size=batch_size,
+            max_length=max_length,
+            return_dense=True,
+            return_sparse=True,
+            return_colbert_vecs=True,
+        )
+        ids = model.tokenizer(inputs, padding=False, truncation=True, max_length=max_length)["input_ids"]
+        for text, dense, lexical, colbert, tok in zip(texts, out["dense_vecs"], out["lexical_weights"], out["colbert_vecs"], ids):
+            items.append({
+                "text": text,
+                "kind": kind,
+                "input_ids": [int(i) for i in tok],
+                "embedding": [float(x) for x in dense],
+                "sparse": {str(k): float(w) for k, w in lexical.items()},
+                "colbert": [[float(x) for x in row] for row in colbert],
+            })
+    device = str(getattr(model, "device", getattr(getattr(model, "model", None), "device", "unknown")))
+    producer = {
+        "name": "FlagEmbedding.BGEM3FlagModel",
+        "version": fe_version,
+        "pooling": request["pooling"],
+        "normalize": request["normalize"],
         "use_fp16": bool(request["use_fp16"]) and "cpu" not in device,
         "max_length": max_length,
         "query_instruction": instruction,

@@ -10,6 +10,10 @@ export interface GoldenItem {
   kind: "passage" | "query";
   input_ids: number[];
   embedding: number[];
+  /** bge-m3's lexical weights: token id (as a string, as FlagEmbedding keys them) → weight > 0, specials dropped. */
+  sparse?: Record<string, number>;
+  /** bge-m3's ColBERT vectors: one per token after CLS (input_ids.length − 1 of them), each L2-normalised, stored in full. */
+  colbert?: number[][];
 }
 
 export interface GoldenFile {
@@ -88,6 +92,32 @@ export function validateGolden(raw: unknown, path: string): GoldenFile {
     if (nonFinite >= 0) throw bad(`item ${i} embedding[${nonFinite}] is not a finite number`);
     if (dim === -1) dim = it.embedding.length;
     else if (it.embedding.length !== dim) throw bad(`item ${i} has dimension ${it.embedding.length}, item 0 has ${dim}`);
+    validateHeads(it, i, (g.items as Record<string, unknown>[])[0]!, bad);
   });
   return raw as GoldenFile;
+}
+
+/** The optional bge-m3 heads of one item: present on every item or on none, well-formed, finite. */
+function validateHeads(it: Record<string, unknown>, i: number, first: Record<string, unknown>, bad: (why: string) => UsageError): void {
+  for (const head of ["sparse", "colbert"] as const) {
+    if ((it[head] === undefined) !== (first[head] === undefined)) throw bad(`item ${i} ${it[head] === undefined ? "has no" : "has a"} ${head} head but item 0 ${first[head] === undefined ? "has none" : "has one"}`);
+  }
+  if (it.sparse !== undefined) {
+    const s = it.sparse;
+    if (typeof s !== "object" || s === null || Array.isArray(s)) throw bad(`item ${i} sparse must be an object of token id → weight`);
+    for (const [id, w] of Object.entries(s)) {
+      if (!/^(0|[1-9]\d*)$/.test(id)) throw bad(`item ${i} sparse key ${JSON.stringify(id)} is not a token id`);
+      if (typeof w !== "number" || !Number.isFinite(w) || w <= 0) throw bad(`item ${i} sparse[${id}] must be a finite weight > 0`);
+    }
+  }
+  if (it.colbert !== undefined) {
+    const c = it.colbert;
+    const ids = it.input_ids as unknown[];
+    if (!Array.isArray(c) || c.length !== ids.length - 1) throw bad(`item ${i} colbert must hold one vector per token after CLS (${ids.length - 1})`);
+    const width = Array.isArray((first.colbert as unknown[][] | undefined)?.[0]) ? (first.colbert as unknown[][])[0]!.length : undefined;
+    c.forEach((v: unknown, t: number) => {
+      if (!Array.isArray(v) || v.length === 0 || (width !== undefined && v.length !== width)) throw bad(`item ${i} colbert[${t}] must be a vector of ${width ?? "the same"} numbers`);
+      if (v.some((x) => typeof x !== "number" || !Number.isFinite(x))) throw bad(`item ${i} colbert[${t}] holds a non-finite number`);
+    });
+  }
 }

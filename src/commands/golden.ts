@@ -8,6 +8,7 @@ import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { checkWeightsMatchConfig, hashWeights } from "../checkpoint/weights.js";
 import { UsageError } from "../errors.js";
+import { availableHeads } from "../checkpoint/m3-heads.js";
 import { checkOutputPaths } from "../util/io-paths.js";
 import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 
@@ -51,7 +52,9 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
     // FlagModel would die mid-run on a token id beyond the embedding table: refuse it here instead.
     await loadCheckedTokenizer(dir, spec.config.vocabSize);
     out.info(`running FlagEmbedding's FlagModel on ${passages.length + queries.length} texts …`);
-    const produced = await runFlagModelGolden({ spec, passages, queries, useFp16: options.fp16 ?? false, batchSize: options.batchSize });
+    const m3 = (await availableHeads(dir)).length > 0;
+    if (m3) out.info(`${spec.id} has bge-m3's heads: running BGEM3FlagModel with dense, sparse and ColBERT outputs`);
+    const produced = await runFlagModelGolden({ spec, passages, queries, useFp16: options.fp16 ?? false, batchSize: options.batchSize, m3 });
     const golden = validateGolden({ format: GOLDEN_FORMAT, model, ...produced }, `FlagModel output for ${options.output}`);
     const dim = golden.items[0]!.embedding.length;
     if (dim !== spec.config.hiddenSize) throw new UsageError(`FlagModel returned vectors of dimension ${dim}, the model's hidden size is ${spec.config.hiddenSize}`);
@@ -73,6 +76,7 @@ export async function goldenCommand(options: GoldenCommandOptions, out: Output):
   await writeGolden(options.output, golden);
   const items = golden.items;
   const dimension = items[0]!.embedding.length;
-  out.info(`wrote ${items.length} items (${passages.length} passages, ${queries.length} queries, dim ${dimension}) to ${options.output}`);
+  const heads = ["dense", ...(items[0]!.sparse ? ["sparse"] : []), ...(items[0]!.colbert ? ["colbert"] : [])];
+  out.info(`wrote ${items.length} items (${passages.length} passages, ${queries.length} queries, dim ${dimension}${heads.length > 1 ? `, heads ${heads.join(",")}` : ""}) to ${options.output}`);
   out.result(options.output, { golden: options.output, items: items.length, dimension, model: spec.id, weights_sha256: weightsSha });
 }

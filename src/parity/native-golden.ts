@@ -27,7 +27,24 @@ export async function makeNativeGolden(options: NativeGoldenOptions): Promise<Go
   try {
     for (const [kind, texts, offset] of [["passage", passages, 0], ["query", queries, passages.length]] as const) {
       if (!texts.length) continue;
-      const res = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: (d) => options.onProgress?.(offset + d, total) });
+      const onProgress = (d: number) => options.onProgress?.(offset + d, total);
+      if (embedder.heads.length > 1) {
+        // bge-m3: every head the checkpoint has, in full.
+        const res = await embedder.embedHeads(texts, kind, embedder.heads, { batchSize: options.batchSize, onProgress });
+        texts.forEach((text, i) => {
+          const o = res.outputs[i]!;
+          items.push({
+            text,
+            kind,
+            input_ids: res.inputIds[i]!,
+            embedding: Array.from(o.dense),
+            ...(o.sparse ? { sparse: Object.fromEntries([...o.sparse].sort((a, b) => a[0] - b[0]).map(([id, w]) => [String(id), w])) } : {}),
+            ...(o.colbert ? { colbert: o.colbert.map((v) => Array.from(v)) } : {}),
+          });
+        });
+        continue;
+      }
+      const res = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress });
       texts.forEach((text, i) => items.push({ text, kind, input_ids: res.inputIds[i]!, embedding: Array.from(res.embeddings[i]!) }));
     }
   } finally {
@@ -55,5 +72,10 @@ export async function makeNativeGolden(options: NativeGoldenOptions): Promise<Go
 /** A golden is what every later verify trusts: no NaN/Inf vector goes into one, whichever reference produced it. */
 export function assertFiniteItems(items: readonly GoldenItem[]): void {
   const seen = { passage: 0, query: 0 };
-  for (const item of items) assertFiniteEmbedding(item.embedding, `${item.kind} ${seen[item.kind]++}`, item.text);
+  for (const item of items) {
+    const what = `${item.kind} ${seen[item.kind]++}`;
+    assertFiniteEmbedding(item.embedding, what, item.text);
+    item.colbert?.forEach((v) => assertFiniteEmbedding(v, what, item.text));
+    if (item.sparse) assertFiniteEmbedding(Object.values(item.sparse), what, item.text);
+  }
 }

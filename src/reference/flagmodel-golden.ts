@@ -17,6 +17,8 @@ export interface FlagModelGoldenOptions {
   /** FlagModel's use_fp16 (its own default is true; exact goldens want false). */
   useFp16: boolean;
   batchSize: number;
+  /** bge-m3: BGEM3FlagModel with dense, sparse and ColBERT outputs (flagmodel_golden.py --m3). */
+  m3?: boolean;
   /** @default $BGE_PYTHON or python3 */
   python?: string;
 }
@@ -60,7 +62,7 @@ export async function runFlagModelGolden(options: FlagModelGoldenOptions): Promi
   let childToStop: ChildProcess | undefined;
   const dropKill = onInterrupt(() => childToStop?.kill("SIGTERM"));
   try {
-    const args = [FLAGMODEL_SCRIPT, outPath];
+    const args = [FLAGMODEL_SCRIPT, ...(options.m3 ? ["--m3"] : []), outPath];
     const { code, log } = await new Promise<{ code: number | null; log: string }>((resolve, reject) => {
       const child = spawn(python, args, { stdio: ["pipe", "pipe", "pipe"] });
       childToStop = child;

@@ -60,3 +60,52 @@ class FlagModel:
         if self.query_instruction_for_retrieval is not None:
             queries = ["{}{}".format(self.query_instruction_for_retrieval, q) for q in queries]
         return self.encode(queries, batch_size=batch_size, max_length=max_length)
+
+
+class BGEM3FlagModel:
+    """BGEM3FlagModel's API (1.2's signatures): encode returns dense_vecs, lexical_weights and colbert_vecs.
+
+    Lexical weights are keyed by str(token id) with the specials (101, 102 here) dropped, one ColBERT
+    vector per token after the first, each normalised; every value derives from the text's sha256.
+    """
+
+    def __init__(self, model_name_or_path, pooling_method="cls", normalize_embeddings=True, use_fp16=True, device=None):
+        _log("m3-init", model=model_name_or_path, pooling_method=pooling_method, normalize_embeddings=normalize_embeddings, use_fp16=use_fp16)
+        if os.environ.get("FAKE_FLAGMODEL_FAIL"):
+            raise RuntimeError("CUDA out of memory (test double)")
+        self._dense = FlagModel(model_name_or_path, pooling_method=pooling_method, normalize_embeddings=normalize_embeddings, use_fp16=use_fp16)
+        self.dim = self._dense.dim
+        self.tokenizer = _Tokenizer()
+        self.device = "cpu"
+
+    def encode(self, sentences, batch_size=12, max_length=8192, return_dense=True, return_sparse=False, return_colbert_vecs=False):
+        _log("m3-encode", sentences=sentences, batch_size=batch_size, max_length=max_length,
+             return_dense=return_dense, return_sparse=return_sparse, return_colbert_vecs=return_colbert_vecs)
+        ids = self.tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]
+        out = {"dense_vecs": None, "lexical_weights": None, "colbert_vecs": None}
+        if return_dense:
+            out["dense_vecs"] = self._dense.encode(sentences, batch_size=batch_size, max_length=max_length)
+        if return_sparse:
+            lexical = []
+            for s, tok in zip(sentences, ids):
+                weights = {}
+                for t, i in enumerate(tok):
+                    if i in (101, 102):
+                        continue
+                    w = ((i * 31 + t) % 17) / 17.0
+                    if w > 0 and w > weights.get(str(i), 0):
+                        weights[str(i)] = w
+                lexical.append(weights)
+            out["lexical_weights"] = lexical
+        if return_colbert_vecs:
+            colbert = []
+            for s, tok in zip(sentences, ids):
+                rows = []
+                for t in range(1, len(tok)):
+                    digest = hashlib.sha256(f"{s}\u0000{t}".encode("utf-8")).digest()
+                    v = [((digest[k % 32] + k) % 89) / 89.0 - 0.5 for k in range(self.dim)]
+                    n = math.sqrt(sum(x * x for x in v))
+                    rows.append([x / n for x in v])
+                colbert.append(rows)
+            out["colbert_vecs"] = colbert
+        return out
