@@ -19,6 +19,10 @@ export interface Diagnosis {
     | "batch-dependence"
     | "settings"
     | "int8-layers"
+    | "head-missing"
+    | "sparse-specials"
+    | "colbert-unnormalized"
+    | "heads"
     | "unexplained";
   message: string;
   /** Golden item indices the diagnosis is about. */

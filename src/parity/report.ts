@@ -58,6 +58,23 @@ export function renderText(report: ReportEntry): string {
     const f = report.fp16_range;
     lines.push(`  ${pad("fp16 range", 22)} ${pad(f.skipped ? "skipped" : `${f.overflowing.length}/${f.probed} over`, 14)} = 0   (tensors beyond 65504; ORT CPU computes FP16 in FP32, so each is checked)${f.skipped ? ` — ${f.skipped}` : ""}`);
   }
+  if (report.heads?.sparse) {
+    const h = report.heads.sparse;
+    const t = report.heads.tolerance;
+    lines.push(`  ${pad("sparse id mismatches", 22)} ${pad(String(h.id_set_mismatches), 14)} = 0   (ids weighing ≤ ${t.sparse_zero} may differ)`);
+    lines.push(`  ${pad("sparse max |Δw|", 22)} ${pad(h.max_weight_diff.toExponential(2), 14)} ≤ ${t.sparse_weight_diff}`);
+    lines.push(`  ${pad("lexical score |Δ|", 22)} ${pad(h.lexical_score_diff.toExponential(2), 14)} ≤ ${t.lexical_score_diff}   (of the largest score)`);
+    lines.push(`  ${pad("sparse special weight", 22)} ${pad(h.special_weight.toExponential(2), 14)} = 0`);
+  }
+  if (report.heads?.colbert) {
+    const h = report.heads.colbert;
+    const t = report.heads.tolerance;
+    lines.push(`  ${pad("colbert count diffs", 22)} ${pad(String(h.count_mismatches), 14)} = 0`);
+    lines.push(`  ${pad("colbert min token cos", 22)} ${pad(fmt(h.min_token_cosine), 14)} ≥ ${t.colbert_min_cosine}`);
+    lines.push(`  ${pad("colbert | ‖v‖ − 1 |", 22)} ${pad(h.max_norm_error.toExponential(2), 14)} ≤ ${t.colbert_norm}`);
+    lines.push(`  ${pad("colbert score |Δ|", 22)} ${pad(h.colbert_score_diff.toExponential(2), 14)} ≤ ${t.colbert_score_diff}`);
+  }
+  for (const u of report.heads?.unverified ?? []) lines.push(`  not verified: ${u}`);
   for (const n of report.tolerance_notes.slice(1)) lines.push(`  note: ${n}`);
   lines.push("");
   const worst = [...report.items].sort((a, b) => a.cosine - b.cosine).slice(0, WORST);
@@ -98,6 +115,7 @@ export function reportJson(reports: readonly ReportEntry[]): unknown {
     summary: r.summary,
     retrieval: r.retrieval,
     fp16_range: r.fp16_range,
+    heads: r.heads ?? null,
     failures: r.failures,
     items: r.items.map((i) => ({ index: i.index, kind: i.kind, cosine: i.cosine, max_abs_diff: finite(i.max_abs_diff), tokens_match: i.tokens_match, batch_drift: finite(i.batch_drift), norm_diff: finite(i.norm_diff) })),
     diagnoses: r.diagnoses,

@@ -75,3 +75,32 @@ export function resolveTolerance(
 /** A pipeline file names each gate by these keys: the two lists must stay one. */
 type PipelineKey = (typeof TOLERANCE_KEYS)[number];
 export const TOLERANCE_KEYS_MATCH: [Exclude<keyof Tolerance, PipelineKey> | Exclude<PipelineKey, keyof Tolerance>] extends [never] ? true : never = true;
+
+/**
+ * bge-m3's sparse and ColBERT heads, gated per precision like the dense vector (SPEC's style: fp32
+ * tight, fp16 and int8 looser). Kept apart from {@link Tolerance}, whose keys are a pipeline file's.
+ */
+export interface HeadTolerance {
+  /** Weights at or below this may appear in one id set and not the other (rounding around relu's 0); every larger one must be in both. */
+  sparse_zero: number;
+  /** Largest |w_candidate − w_golden| over the ids of a text (a missing id counts as 0). */
+  sparse_weight_diff: number;
+  /** Largest |Δ lexical score| on the query × passage matrix, relative to the largest golden score. */
+  lexical_score_diff: number;
+  /** Minimum cosine of any ColBERT token vector with the golden's. */
+  colbert_min_cosine: number;
+  /** Largest | ‖v‖ − 1 | of a ColBERT vector: FlagEmbedding normalises each. */
+  colbert_norm: number;
+  /** Largest |Δ ColBERT score| on the query × passage matrix (scores of unit vectors lie in [−1, 1]). */
+  colbert_score_diff: number;
+}
+
+export const DEFAULT_HEAD_TOLERANCES: Record<"fp32" | "fp16" | "int8", HeadTolerance> = {
+  fp32: { sparse_zero: 0, sparse_weight_diff: 1e-4, lexical_score_diff: 1e-4, colbert_min_cosine: 0.99999, colbert_norm: 1e-5, colbert_score_diff: 1e-5 },
+  fp16: { sparse_zero: 2e-3, sparse_weight_diff: 1e-2, lexical_score_diff: 1e-2, colbert_min_cosine: 0.999, colbert_norm: 1e-3, colbert_score_diff: 2e-3 },
+  int8: { sparse_zero: 2e-2, sparse_weight_diff: 5e-2, lexical_score_diff: 5e-2, colbert_min_cosine: 0.98, colbert_norm: 1e-2, colbert_score_diff: 2e-2 },
+};
+
+export function headTolerance(precision: string): HeadTolerance {
+  return { ...DEFAULT_HEAD_TOLERANCES[precisionClass(precision)] };
+}

@@ -5,7 +5,8 @@ import type { TextKind } from "../runners/embedder.js";
 import { diagnose, type DiagnosableCandidate, type Diagnosis } from "./diagnose.js";
 import { compareEmbeddings, cosineSimilarity, relativeNormDiff, sameIds, type ComparisonSummary } from "./metrics.js";
 import { retrievalAgreement, type RetrievalAgreement } from "./retrieval.js";
-import type { Tolerance } from "./tolerances.js";
+import { headTolerance, type HeadTolerance, type Tolerance } from "./tolerances.js";
+import { goldenHeads, verifyHeads, type HeadsCandidate, type HeadsReport } from "./heads.js";
 import type { Fp16RangeResult } from "./fp16-range.js";
 
 export interface VerifyItem {
@@ -32,6 +33,8 @@ export interface VerifyReport {
   retrieval: RetrievalAgreement | null;
   /** FP16 candidates: tensors that cannot be held in FP16 (see probeFp16Range). */
   fp16_range: Fp16RangeResult | null;
+  /** bge-m3's sparse and ColBERT heads, where the golden or the candidate has them. */
+  heads: HeadsReport | null;
   /** Which gates said no, in words. */
   failures: string[];
   items: VerifyItem[];
@@ -58,6 +61,8 @@ export interface VerifyOptions {
   probeFp16?: (batches: number[][][]) => Promise<Fp16RangeResult>;
   /** INT8 candidates that fail: which quantised layers lose the most on the failing texts' ids. */
   probeInt8?: (failingIds: number[][]) => Promise<Diagnosis | undefined>;
+  /** The gates of bge-m3's sparse and ColBERT heads. @default the candidate precision's */
+  headTolerance?: HeadTolerance;
 }
 
 /** One runtime setting in which the candidate differs from the golden's producer. */
@@ -112,7 +117,7 @@ function split(golden: GoldenFile): Record<TextKind, number[]> {
  * float64, checks that batching does not move vectors (each text again alone) and that rankings
  * survive, gates on the tolerance, and on failure asks `diagnose` why.
  */
-export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golden: GoldenFile, options: VerifyOptions): Promise<VerifyReport> {
+export async function verifyAgainstGolden(candidate: DiagnosableCandidate & HeadsCandidate, golden: GoldenFile, options: VerifyOptions): Promise<VerifyReport> {
   const started = performance.now();
   if (!options.allowSettingsMismatch) refuseSettingsMismatch(golden, options.goldenPath, options.candidatePath, candidate.spec);
   const differences = settingsDifferences(golden, candidate.spec);
@@ -189,12 +194,21 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
   if (retrieval && !(retrieval.topk_agreement >= tol.topk_agreement)) {
     failures.push(`top-${retrieval.k} agreement ${retrieval.topk_agreement.toFixed(3)} < ${tol.topk_agreement}`);
   }
+  const denseFailed = failures.length > 0;
+  let heads: HeadsReport | null = null;
+  let headDiagnoses: Diagnosis[] = [];
+  if (goldenHeads(golden).length || (candidate.heads?.length ?? 0) > 1) {
+    const checked = await verifyHeads(candidate, options.candidatePath, golden, options.headTolerance ?? headTolerance(candidate.precision), batchSize);
+    heads = checked.report;
+    failures.push(...checked.failures);
+    headDiagnoses = checked.diagnoses;
+  }
   const pass = failures.length === 0;
 
-  let diagnoses: Diagnosis[] = [];
-  if (!pass) {
+  let diagnoses: Diagnosis[] = [...headDiagnoses];
+  if (denseFailed) {
     const failing = items.filter((i) => !(i.cosine >= tol.min_cosine) || !(i.norm_diff <= tol.norm) || !i.tokens_match).map((i) => i.index);
-    diagnoses = await diagnose({
+    diagnoses = [...(await diagnose({
       golden,
       candidate,
       embeddings,
@@ -205,7 +219,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
       maxLength: candidate.spec.maxLength,
       instruction: candidate.spec.queryInstruction,
       fp16Range,
-    });
+    })), ...headDiagnoses];
     if (options.probeInt8 && failing.length) {
       // The worst texts first: they show the layers that matter in the fewest runs.
       const worstFirst = [...failing].sort((a, b) => items[a]!.cosine - items[b]!.cosine).slice(0, INT8_PROBE_TEXTS);
@@ -220,6 +234,8 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
         message: `${moved.length} vectors change when the text is embedded alone instead of in a padded batch (largest drift ${batchDrift.toExponential(2)}): padded tokens leak into attention or pooling — check the attention mask and mean pooling's mask`,
       });
     }
+  }
+  if (!pass) {
     if (!diagnoses.length) {
       diagnoses.push({
         code: "unexplained",
@@ -257,6 +273,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate, golde
     },
     retrieval,
     fp16_range: fp16Range,
+    heads,
     failures,
     items,
     diagnoses,
