@@ -8,7 +8,7 @@ import { writeOnnxModel } from "../onnx/write-model.js";
 import { executionProviders, ort } from "../runners/ort.js";
 import { trackTempPath } from "../util/interrupt.js";
 import type { GridPoint } from "./grid.js";
-import { latencyStats, timeRuns, type TimingPlan } from "./timing.js";
+import { latencyStats } from "./timing.js";
 
 /**
  * The floating-point work of one sequence of `seq` tokens through the encoder's layers (docs/PERFORMANCE.md):
@@ -34,7 +34,7 @@ export interface CeilingPoint {
 /**
  * The machine's own ceiling, measured in the same run on the same runtime and thread count: ONNX
  * graphs of MatMuls only (written with bge's ONNX writer) in the model's GEMM shapes, run in ONNX
- * Runtime at batch·seq rows. One graph chains the layers' M×H by H×H products (4 per layer), the other
+ * Runtime at batch·seq rows, each run taking turns with one of the model's. One graph chains the layers' M×H by H×H products (4 per layer), the other
  * the feed-forward pairs (H×I then I×H, 2 per layer), so one session.run does as many GEMMs as the
  * model does and its fixed cost per run weighs the same. The weights are shared within a graph:
  * a best case for caches, as a ceiling should be. One session per graph, reused across the grid.
@@ -44,10 +44,9 @@ export class MatMulCeiling {
     private readonly config: Pick<EncoderConfig, "numLayers" | "hiddenSize" | "intermediateSize">,
     private readonly hidden: ort.InferenceSession,
     private readonly intermediate: ort.InferenceSession,
-    private readonly plan: TimingPlan,
   ) {}
 
-  static async create(config: Pick<EncoderConfig, "numLayers" | "hiddenSize" | "intermediateSize">, threads: number, plan: TimingPlan): Promise<MatMulCeiling> {
+  static async create(config: Pick<EncoderConfig, "numLayers" | "hiddenSize" | "intermediateSize">, threads: number): Promise<MatMulCeiling> {
     const dir = await mkdtemp(join(tmpdir(), "bge-bench-ceiling-"));
     const untrack = trackTempPath(dir);
     try {
@@ -61,32 +60,35 @@ export class MatMulCeiling {
       const n = config.numLayers;
       const hidden = await open("matmul-hidden", Array.from({ length: 4 * n }, () => H));
       const intermediate = await open("matmul-intermediate", Array.from({ length: 2 * n }, (_, i) => (i % 2 === 0 ? I : H)));
-      // The ceiling is a best case: a few runs of a steady kernel are enough, whatever the model gets.
-      const ceilingPlan: TimingPlan = { warmup: Math.max(1, Math.min(plan.warmup, 3)), runs: Math.max(3, Math.min(plan.seconds !== undefined ? 10 : plan.runs, 10)) };
-      return new MatMulCeiling(config, hidden, intermediate, ceilingPlan);
+      return new MatMulCeiling(config, hidden, intermediate);
     } finally {
       await rm(dir, { recursive: true, force: true });
       untrack();
     }
   }
 
-  async measure(point: GridPoint): Promise<CeilingPoint> {
+  /**
+   * The two runs that measure the ceiling at one grid point, and how their times become a CeilingPoint:
+   * the caller times them (interleaved with the model's own runs, so both see the same load).
+   */
+  at(point: GridPoint): { runs: [() => Promise<unknown>, () => Promise<unknown>]; result: (hiddenMs: readonly number[], intermediateMs: readonly number[]) => CeilingPoint } {
     const M = point.batch * point.seq;
     const H = this.config.hiddenSize;
     const I = this.config.intermediateSize;
     const n = this.config.numLayers;
     const x = new ort.Tensor("float32", filled(M * H, 3, 1), [M, H]);
-    const rate = async (session: ort.InferenceSession, flops: number) => {
-      const times = await timeRuns(() => session.run({ x }), this.plan);
-      return flops / (latencyStats(times).p50Ms / 1000);
+    return {
+      runs: [() => this.hidden.run({ x }), () => this.intermediate.run({ x })],
+      result: (hiddenMs, intermediateMs) => {
+        const hiddenFlops = (4 * n * 2 * M * H * H) / (latencyStats(hiddenMs).p50Ms / 1000);
+        const intermediateFlops = (2 * n * 2 * M * H * I) / (latencyStats(intermediateMs).p50Ms / 1000);
+        const L = point.seq;
+        // Seconds per sequence at the measured rates; attention's products run at the H×H rate.
+        const secondsPerSequence = n * ((8 * L * H * H + 4 * L * L * H) / hiddenFlops + (4 * L * H * I) / intermediateFlops);
+        const sequencesPerSecond = 1 / secondsPerSequence;
+        return { hiddenFlops, intermediateFlops, sequencesPerSecond, flops: flopsPerSequence(this.config, L) * sequencesPerSecond };
+      },
     };
-    const hiddenFlops = await rate(this.hidden, 4 * n * 2 * M * H * H);
-    const intermediateFlops = await rate(this.intermediate, 2 * n * 2 * M * H * I);
-    const L = point.seq;
-    // Seconds per sequence at the measured rates; attention's products run at the H×H rate.
-    const secondsPerSequence = n * ((8 * L * H * H + 4 * L * L * H) / hiddenFlops + (4 * L * H * I) / intermediateFlops);
-    const sequencesPerSecond = 1 / secondsPerSequence;
-    return { hiddenFlops, intermediateFlops, sequencesPerSecond, flops: flopsPerSequence(this.config, L) * sequencesPerSecond };
   }
 
   async release(): Promise<void> {

@@ -31,6 +31,24 @@ export async function timeRuns(once: () => Promise<unknown>, plan: TimingPlan): 
   return times;
 }
 
+/**
+ * timeRuns for several functions taking turns (a, b, c, a, b, c, …): a burst of load from other
+ * processes falls on each alike, so their ratios hold on a busy machine. Returns each one's times.
+ */
+export async function timeInterleaved(fns: readonly (() => Promise<unknown>)[], plan: TimingPlan): Promise<number[][]> {
+  for (let i = 0; i < plan.warmup; i++) for (const fn of fns) await fn();
+  const times = fns.map(() => [] as number[]);
+  const until = plan.seconds !== undefined ? performance.now() + plan.seconds * 1000 : undefined;
+  for (let i = 0; until !== undefined ? i === 0 || performance.now() < until : i < plan.runs; i++) {
+    for (const [k, fn] of fns.entries()) {
+      const t0 = performance.now();
+      await fn();
+      times[k]!.push(performance.now() - t0);
+    }
+  }
+  return times;
+}
+
 /** Nearest-rank percentile of unsorted samples (p in 0..100). */
 export function percentile(samples: readonly number[], p: number): number {
   if (samples.length === 0) throw new Error("percentile of no samples");

@@ -8,12 +8,12 @@ import { readTextsFile } from "../util/texts-file.js";
 import { writeOutputFile } from "../util/atomic.js";
 import { assertInputFile, checkOutputPaths } from "../util/io-paths.js";
 import { isDir } from "../util/fs.js";
-import { MatMulCeiling, flopsPerSequence, type CeilingPoint } from "../bench/ceiling.js";
+import { MatMulCeiling, flopsPerSequence } from "../bench/ceiling.js";
 import { renderBenchChart } from "../bench/chart.js";
 import { benchGrid } from "../bench/grid.js";
 import { OnnxBench } from "../bench/onnx-bench.js";
 import { BENCH_FORMAT, machineInfo, renderBenchTable, type BenchModel, type BenchReport, type BenchRow } from "../bench/report.js";
-import { peakRssBytes, type TimingPlan } from "../bench/timing.js";
+import { latencyStats, peakRssBytes, timeInterleaved, type TimingPlan } from "../bench/timing.js";
 import { TrtBench } from "../bench/trt-bench.js";
 
 export interface BenchCommandOptions {
@@ -62,7 +62,6 @@ export async function benchCommand(options: BenchCommandOptions, out: Output): P
   const machine = await machineInfo();
   const rows: BenchRow[] = [];
   const models: BenchModel[] = [];
-  const ceilings = new Map<string, CeilingPoint>();
   let ceiling: MatMulCeiling | undefined;
   let ceilingFor: string | undefined;
   const label = options.target.replace(/\/+$/, "").split("/").pop() || options.target;
@@ -76,21 +75,22 @@ export async function benchCommand(options: BenchCommandOptions, out: Output): P
         ...(model instanceof TrtBench && { profile: { ...model.profile, engine: model.path } }),
       });
       if (model instanceof TrtBench) machine.trtexec = { path: model.trtexec.path, version: `${model.trtexec.version.major}.${model.trtexec.version.minor}.${model.trtexec.version.patch}` };
-      // One ceiling per model shape, shared by its precisions (ONNX Runtime only: its own MatMul).
+      // One pair of ceiling graphs per model shape, shared by its precisions (ONNX Runtime only: its own MatMul).
       const shapeKey = `${cfg.numLayers}/${cfg.hiddenSize}/${cfg.intermediateSize}`;
       if (model instanceof OnnxBench && ceilingFor !== shapeKey) {
         await ceiling?.release();
-        ceiling = await MatMulCeiling.create(cfg, threads, plan);
+        ceiling = await MatMulCeiling.create(cfg, threads);
         ceilingFor = shapeKey;
       }
       out.info(`${label} ${model.precision} (${backend}): ${grid.length} grid point${grid.length === 1 ? "" : "s"}, ${threads} thread${threads === 1 ? "" : "s"}`);
       for (const point of grid) {
         let row: BenchRow;
         if (model instanceof OnnxBench) {
-          const key = `${shapeKey}@${point.batch}x${point.seq}`;
-          let c = ceilings.get(key);
-          if (!c) ceilings.set(key, (c = await ceiling!.measure(point)));
-          const t = await model.timeSynthetic(point, plan);
+          // The model's runs take turns with the ceiling's, so both see the same load.
+          const probe = ceiling!.at(point);
+          const [modelMs, hiddenMs, intermediateMs] = await timeInterleaved([model.syntheticRun(point), ...probe.runs], plan);
+          const t = latencyStats(modelMs!);
+          const c = probe.result(hiddenMs!, intermediateMs!);
           const sps = (point.batch * 1000) / t.p50Ms;
           row = {
             artifact: label, precision: model.precision, backend, mode: "synthetic", batch: point.batch, seq: point.seq,
