@@ -108,7 +108,7 @@ export async function writeDynamicInt8Model(fp32Path: string, outPath: string, o
   }
 
   const quantizedInputs = new Map<string, string[]>();
-  let tokenConsts: { inv: string; tiny: string; zeroU8: string; axis1: string; lastAxis: string } | undefined;
+  let tokenConsts: { inv: string; tiny: string; zeroU8: string; axis1: string; lastAxis?: string } | undefined;
   const quantizeInput = (x: string): string[] => {
     let outs = quantizedInputs.get(x);
     if (!outs) {
@@ -125,12 +125,12 @@ export async function writeDynamicInt8Model(fp32Path: string, outPath: string, o
           tiny: g.constFloat("/input_quantizer/tiny", [1e-30], []),
           zeroU8: g.initializer("/input_quantizer/zero_point", OnnxType.UINT8, [], () => Uint8Array.of(128)),
           axis1: g.initializer("/input_quantizer/axis1", OnnxType.INT64, [1], () => new Uint8Array(BigInt64Array.of(1n).buffer)),
-          lastAxis: g.initializer("/input_quantizer/last_axis", OnnxType.INT64, [1], () => new Uint8Array(BigInt64Array.of(-1n).buffer)),
+          // Opset 18 moved the reductions' axes from an attribute to an input.
+          lastAxis: file.opset >= 18 ? g.initializer("/input_quantizer/last_axis", OnnxType.INT64, [1], () => new Uint8Array(BigInt64Array.of(-1n).buffer)) : undefined,
         };
         const c = tokenConsts;
-        // Opset 18 moved the reductions' axes from an attribute to an input.
         const reduce = (op: string) =>
-          file.opset >= 18 ? g.op(op, `${prefix}/${op}`, [x, c.lastAxis], { keepdims: int(0) }) : g.op(op, `${prefix}/${op}`, [x], { axes: ints([-1]), keepdims: int(0) });
+          c.lastAxis ? g.op(op, `${prefix}/${op}`, [x, c.lastAxis], { keepdims: int(0) }) : g.op(op, `${prefix}/${op}`, [x], { axes: ints([-1]), keepdims: int(0) });
         const max = reduce("ReduceMax");
         const min = reduce("ReduceMin");
         const amax = g.op("Max", `${prefix}/AbsMax`, [max, g.op("Neg", `${prefix}/Neg`, [min])]);

@@ -160,8 +160,9 @@ export async function quantizeArtifact(options: QuantizeArtifactOptions): Promis
       const amax = new Map([...cal.tensors].map(([name, t]) => [name, t.amax]));
       // The careless graph is careless by definition: nothing is rescued for it.
       const auto = options.autoExclude === false || options.naive ? [] : unrepresentable(cal);
+      const smoothedNodes = new Set(smoothed.flatMap((p) => p.nodes));
       for (const a of auto) {
-        if (!asked(a.target)) options.onWarn?.(`${a.target.node.replace(/\/(Gemm|MatMul(_1)?)$/, "")} stays in float: INT8 would round ${(a.share * 100).toFixed(1)}% of its input to zero (a few outlier units set the range${smoothed.length ? " even after smoothing" : ""}; --no-auto-exclude to quantise it anyway)`);
+        if (!asked(a.target)) options.onWarn?.(`${a.target.node.replace(/\/(Gemm|MatMul(_1)?)$/, "")} stays in float: INT8 would round ${(a.share * 100).toFixed(1)}% of its input to zero (a few outlier units set the range${smoothedNodes.has(a.target.node) ? " even after smoothing" : ""}; --no-auto-exclude to quantise it anyway)`);
       }
       const autoNodes = new Set(auto.map((a) => a.target.node));
       const isExcluded = (t: QuantTarget) => asked(t) || autoNodes.has(t.node);
