@@ -41,7 +41,7 @@ const quiet = () => {
   return createOutput({ quiet: true }, sink as unknown as typeof process.stdout, sink as unknown as typeof process.stderr);
 };
 
-type HeadsJson = { sparse: Record<string, number> | null; colbert: Record<string, number> | null; unverified: string[] };
+type HeadsJson = { sparse: Record<string, number> | null; colbert: Record<string, number> | null; combined: { topk_agreement: number; queries: number; passages: number } | null; unverified: string[] };
 type Entry = { pass: boolean; candidate: { precision: string }; failures: string[]; diagnoses: { code: string; message: string }[]; heads: HeadsJson | null };
 
 /** Exports with these options, verifies against the golden; returns the exit code (0 or ParityError's 1) and the report. */
@@ -70,6 +70,7 @@ describe("bge verify: bge-m3's heads, per head", () => {
       expect(a.pass).toBe(true);
       expect(a.heads!.sparse).toMatchObject({ id_set_mismatches: 0, special_weight: 0 });
       expect(a.heads!.colbert).toMatchObject({ count_mismatches: 0 });
+      expect(a.heads!.combined).toMatchObject({ topk_agreement: 1, queries: 3, passages: 5 });
       console.log(`bge-m3-shaped ${a.candidate.precision}: ${JSON.stringify({ sparse: a.heads!.sparse, colbert: a.heads!.colbert })}`);
     }
     expect(artifacts[0]!.heads!.colbert!.min_token_cosine).toBeGreaterThanOrEqual(0.99999);

@@ -4,6 +4,10 @@ import { colbertScore, lexicalScore, type M3Output, type SparseVector } from "..
 import type { HeadsResult, TextKind } from "../runners/embedder.js";
 import type { Diagnosis } from "./diagnose.js";
 import type { HeadTolerance } from "./tolerances.js";
+import { scoreAgreement, type RetrievalAgreement } from "./retrieval.js";
+
+/** bge-m3's hybrid score as the issue states it: dense + 0.3 · lexical + ColBERT. */
+export const COMBINED_WEIGHTS = { dense: 1, sparse: 0.3, colbert: 1 } as const;
 
 /** What verify needs from a candidate to check bge-m3's heads. */
 export interface HeadsCandidate {
@@ -33,6 +37,8 @@ export interface HeadsReport {
   tolerance: HeadTolerance;
   sparse: SparseHeadReport | null;
   colbert: ColbertHeadReport | null;
+  /** Query→passage rankings by the combined score (dense + 0.3·sparse + ColBERT), goldens with queries, passages and both heads. */
+  combined: (RetrievalAgreement & { gate: number }) | null;
   /** Heads the golden holds that this candidate could not be asked for (a runner without heads), or that the golden lacks. */
   unverified: string[];
 }
@@ -76,10 +82,12 @@ export async function verifyHeads(
   golden: GoldenFile,
   tol: HeadTolerance,
   batchSize: number,
+  /** The top-k agreement the combined ranking must reach (the dense gate's). */
+  topkGate = 0.99,
 ): Promise<{ report: HeadsReport; failures: string[]; diagnoses: Diagnosis[] }> {
   const wanted = goldenHeads(golden);
   const has = candidate.heads ?? ["dense"];
-  const report: HeadsReport = { tolerance: tol, sparse: null, colbert: null, unverified: [] };
+  const report: HeadsReport = { tolerance: tol, sparse: null, colbert: null, combined: null, unverified: [] };
   const failures: string[] = [];
   const diagnoses: Diagnosis[] = [];
   for (const h of ["sparse", "colbert"] as const) {
@@ -200,6 +208,27 @@ export async function verifyHeads(
     if (!(minCos >= tol.colbert_min_cosine) && normErr <= tol.colbert_norm) {
       diagnoses.push({ code: "heads", items: [worstItem], message: `ColBERT vectors point elsewhere than the golden's (min token cosine ${minCos.toFixed(6)} in text ${worstItem}): check colbert_linear.pt against the golden's checkpoint, and that the vectors start after CLS` });
     }
+  }
+  const q = golden.items.flatMap((it, i) => (it.kind === "query" ? [i] : []));
+  const p = golden.items.flatMap((it, i) => (it.kind === "passage" ? [i] : []));
+  if (check.length === 2 && q.length && p.length >= 2) {
+    const combined = (dense: (i: number) => ArrayLike<number>, sparse: (i: number) => SparseVector, colbert: (i: number) => readonly ArrayLike<number>[]) =>
+      q.map((a) =>
+        p.map((b) => {
+          let d = 0;
+          const x = dense(a);
+          const y = dense(b);
+          for (let k = 0; k < x.length; k++) d += x[k]! * y[k]!;
+          return COMBINED_WEIGHTS.dense * d + COMBINED_WEIGHTS.sparse * lexicalScore(sparse(a), sparse(b)) + COMBINED_WEIGHTS.colbert * colbertScore(colbert(a), colbert(b));
+        }),
+      );
+    const gSparse = golden.items.map((it) => toMap(it.sparse!));
+    const agreement = scoreAgreement(
+      combined((i) => golden.items[i]!.embedding, (i) => gSparse[i]!, (i) => golden.items[i]!.colbert!),
+      combined((i) => outputs[i]!.dense, (i) => outputs[i]!.sparse!, (i) => outputs[i]!.colbert!),
+    );
+    report.combined = { ...agreement, gate: topkGate };
+    if (!(agreement.topk_agreement >= topkGate)) failures.push(`combined (dense + 0.3·sparse + ColBERT) top-${agreement.k} agreement ${agreement.topk_agreement.toFixed(3)} < ${topkGate}`);
   }
   return { report, failures, diagnoses };
 }

@@ -74,6 +74,10 @@ export function renderText(report: ReportEntry): string {
     lines.push(`  ${pad("colbert | ‖v‖ − 1 |", 22)} ${pad(h.max_norm_error.toExponential(2), 14)} ≤ ${t.colbert_norm}`);
     lines.push(`  ${pad("colbert score |Δ|", 22)} ${pad(h.colbert_score_diff.toExponential(2), 14)} ≤ ${t.colbert_score_diff}`);
   }
+  if (report.heads?.combined) {
+    const c = report.heads.combined;
+    lines.push(`  ${pad(`combined top-${c.k}`, 22)} ${pad(c.topk_agreement.toFixed(4), 14)} ≥ ${c.gate}   (dense + 0.3·sparse + ColBERT, ${c.queries} queries × ${c.passages} passages, Spearman ${c.mean_spearman.toFixed(4)})`);
+  }
   for (const u of report.heads?.unverified ?? []) lines.push(`  not verified: ${u}`);
   for (const n of report.tolerance_notes.slice(1)) lines.push(`  note: ${n}`);
   lines.push("");

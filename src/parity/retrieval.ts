@@ -68,10 +68,14 @@ export function retrievalAgreement(
   k = 10,
 ): RetrievalAgreement | undefined {
   if (!golden.queries.length || golden.passages.length < 2) return undefined;
+  return scoreAgreement(scores(golden.queries, golden.passages), scores(candidate.queries, candidate.passages), k);
+}
+
+/** {@link retrievalAgreement} on given query→passage score matrices [queries][passages] (any scoring, e.g. bge-m3's combined score). */
+export function scoreAgreement(g: number[][], c: number[][], k = 10): RetrievalAgreement {
+  const passages = g[0]?.length ?? 0;
   // A top-k that spans most of the passages says nothing: keep k at most half of them.
-  const kk = Math.max(1, Math.min(k, Math.floor(golden.passages.length / 2)));
-  const g = scores(golden.queries, golden.passages);
-  const c = scores(candidate.queries, candidate.passages);
+  const kk = Math.max(1, Math.min(k, Math.floor(passages / 2)));
   const overlaps = g.map((row, q) => {
     const a = topK(row, kk);
     let n = 0;
@@ -82,7 +86,7 @@ export function retrievalAgreement(
   return {
     k: kk,
     queries: g.length,
-    passages: golden.passages.length,
+    passages,
     topk_agreement: overlaps.reduce((s, x) => s + x, 0) / overlaps.length,
     min_topk_agreement: Math.min(...overlaps),
     mean_spearman: rhos.reduce((s, x) => s + x, 0) / rhos.length,

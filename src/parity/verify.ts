@@ -198,7 +198,7 @@ export async function verifyAgainstGolden(candidate: DiagnosableCandidate & Head
   let heads: HeadsReport | null = null;
   let headDiagnoses: Diagnosis[] = [];
   if (goldenHeads(golden).length || (candidate.heads?.length ?? 0) > 1) {
-    const checked = await verifyHeads(candidate, options.candidatePath, golden, options.headTolerance ?? headTolerance(candidate.precision), batchSize);
+    const checked = await verifyHeads(candidate, options.candidatePath, golden, options.headTolerance ?? headTolerance(candidate.precision), batchSize, tol.topk_agreement);
     heads = checked.report;
     failures.push(...checked.failures);
     headDiagnoses = checked.diagnoses;
