@@ -6,6 +6,7 @@ import { batchSeq, loadPipelineFor, pipelineTolerance, readPipeline, type Pipeli
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { convert, CONVERT_PRECISIONS, type ConvertPrecision } from "../convert/convert.js";
+import { codeIdentity } from "../convert/stage-key.js";
 import { convertJson, renderSummary } from "../convert/summary.js";
 import { ParityError, UsageError } from "../errors.js";
 import { reportJUnit } from "../parity/report.js";
@@ -108,6 +109,7 @@ export async function convertCommand(options: ConvertCommandOptions, out: Output
     force: options.force,
     batchSize: options.batchSize,
     version: pkg.version,
+    codeId: `${pkg.version}+${await codeIdentity(fileURLToPath(new URL("../", import.meta.url)))}`,
     argv: options.argv,
     log: { info: (m) => out.info(m), warn: (m) => out.warn(m), verbose: (m) => out.verbose(m), progress: (label, total) => out.progress(label, total) },
   });

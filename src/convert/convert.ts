@@ -57,6 +57,8 @@ export interface ConvertOptions {
   force: boolean;
   batchSize: number;
   version: string;
+  /** What every stage key holds of the code: the version and a hash of the compiled modules. */
+  codeId: string;
   argv: string[];
   log: ConvertLog;
 }
@@ -176,7 +178,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
 
   // ── export ──
   t = begin("export", "ONNX graphs");
-  const exportOptions = { opset: 17, pooling: "auto", max_length: options.maxLength, instruction: options.instruction, external_data: "auto", bge: options.version };
+  const exportOptions = { opset: 17, pooling: "auto", max_length: options.maxLength, instruction: options.instruction, external_data: "auto", bge: options.codeId };
   // fp32 is always made: INT8 is calibrated on it and TensorRT builds fp16 engines from it.
   const onnxWanted: ("fp32" | "fp16")[] = precisions.has("fp16") ? ["fp32", "fp16"] : ["fp32"];
   let manifest = await readManifestIfAny(dir);
@@ -216,7 +218,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     for (const f of options.calibration.files) corpus[`calibration:${basename(f)}`] = await sha256File(f);
     const inputs = { [fp32.path]: fp32.sha256, ...tokenizerHashes(manifest), ...corpus };
     const trtVersion = trtexec ? `${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` : "8.6.1";
-    const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, max_texts: options.calibration.maxTexts, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.version };
+    const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, max_texts: options.calibration.maxTexts, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.codeId };
     const key = stageKey("quantize", inputs, qOptions);
     if (await upToDate(dir, manifest, "quantize", key, options.force)) {
       done("quantize", "skipped", t, [], "INT8 graphs are up to date");
@@ -262,7 +264,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     for (const p of enginePrecisions) {
       const source = manifest.files.find((f) => f.role === (p === "int8" ? ONNX_ROLES["int8-qdq"] : ONNX_ROLES.fp32))!;
       const inputs = { [source.path]: source.sha256, trtexec: `${trtexec.path} ${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` };
-      const bOptions = { precision: p, shapes: shapesOption, int8_source: "qdq", bge: options.version };
+      const bOptions = { precision: p, shapes: shapesOption, int8_source: "qdq", bge: options.codeId };
       const key = stageKey(`build-${p}`, inputs, bOptions);
       records[`build-${p}`] = record(key, inputs, bOptions, []);
       if (!(await upToDate(dir, manifest, `build-${p}`, key, options.force))) todo.push(p);
@@ -291,7 +293,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     const corpus: Record<string, string> = { [`texts:${basename(options.verification.texts)}`]: await sha256File(options.verification.texts) };
     if (options.verification.queries) corpus[`queries:${basename(options.verification.queries)}`] = await sha256File(options.verification.queries);
     const inputs = { ...checkpoint, ...corpus };
-    const gOptions = { max_length: options.maxLength, instruction: options.instruction, reference: "native", bge: options.version };
+    const gOptions = { max_length: options.maxLength, instruction: options.instruction, reference: "native", bge: options.codeId };
     const key = stageKey("golden", inputs, gOptions);
     if (await upToDate(dir, manifest, "golden", key, options.force)) {
       done("golden", "skipped", t, [], `${GOLDEN_NAME} is up to date`);
@@ -336,7 +338,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     if (extra) inputs[extra.path] = extra.sha256;
     // An engine's vectors are TensorRT's: the trtexec that runs it is one of its inputs.
     if (backend === "trt" && trtexec) inputs.trtexec = `${trtexec.path} ${trtVersionOf(trtexec)}`;
-    const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.(precision), batch_size: options.batchSize, bge: options.version };
+    const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.(precision), batch_size: options.batchSize, bge: options.codeId };
     const name = backend === "trt" ? `verify-trt-${precision}` : `verify-${precision}`;
     const key = stageKey(name, inputs, vOptions);
     const previous = manifest.convert?.stages[name];

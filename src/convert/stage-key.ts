@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readdir } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256File } from "../util/sha256.js";
 
@@ -28,18 +28,32 @@ export function stageKey(stage: string, inputs: Record<string, string>, options:
  * tokenizer files. Content, not mtimes: a file rewritten with other bytes and an old mtime is seen.
  * Hidden files and the hub's optional `onnx/` export are not inputs of the conversion.
  */
-export async function hashFolderFiles(dir: string, prefix = ""): Promise<Record<string, string>> {
+export async function hashFolderFiles(dir: string): Promise<Record<string, string>> {
+  return hashTree(dir, "", (rel) => rel === "onnx");
+}
+
+/**
+ * The identity of the code that runs the stages: the sha256 of every compiled module of this bge.
+ * A stage made by other code (a new version, or a build of other sources) is made again.
+ */
+export async function codeIdentity(distDir: string): Promise<string> {
+  const files = await hashTree(distDir, "", () => false);
+  return createHash("sha256").update(canonicalJson(Object.fromEntries(Object.entries(files).filter(([p]) => p.endsWith(".js"))))).digest("hex");
+}
+
+async function hashTree(dir: string, prefix: string, skipDir: (rel: string) => boolean): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   const entries = await readdir(join(dir, prefix), { withFileTypes: true });
   for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
     if (e.name.startsWith(".")) continue;
     const rel = prefix ? `${prefix}/${e.name}` : e.name;
-    if (e.isDirectory()) {
-      if (rel === "onnx") continue;
-      Object.assign(out, await hashFolderFiles(dir, rel));
-    } else if (e.isFile() || e.isSymbolicLink()) {
-      // The hub cache's snapshot folders hold symlinks into blobs/: the content is what counts.
-      out[rel] = await sha256File(join(dir, rel));
+    const full = join(dir, rel);
+    // The hub cache's snapshot folders hold symlinks into blobs/: the content is what counts.
+    const kind = e.isSymbolicLink() ? await stat(full) : e;
+    if (kind.isDirectory()) {
+      if (!skipDir(rel)) Object.assign(out, await hashTree(dir, rel, skipDir));
+    } else if (kind.isFile()) {
+      out[rel] = await sha256File(full);
     }
   }
   return out;
