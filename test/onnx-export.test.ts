@@ -75,6 +75,26 @@ describe("native ONNX export: parity with the float64 reference", () => {
   if (!HAVE_SHARED) it.skip(`bge-small-zh-v1.5 shape: ${SHARED_MISSING_REASON}`, () => {});
 });
 
+describe("every opset bge export offers", () => {
+  it("writes graphs ONNX Runtime loads, each giving the opset-17 vectors (from 18 on, reductions take their axes as an input)", async () => {
+    const { SUPPORTED_OPSETS } = await import("../src/onnx/export.js");
+    const dir = join(root, "opsets-tiny");
+    await writeFixture({ dir, seed: 23 });
+    const texts = corpus.slice(0, 12);
+    let base: Float64Array[] | undefined;
+    for (const opset of SUPPORTED_OPSETS) {
+      const out = join(root, `opset-${opset}`);
+      await exportOnnx({ modelDir: dir, outDir: out, precisions: ["fp32"], opset, builtBy });
+      const { embedder } = await loadEmbedder(out, { precision: "fp32" });
+      const got = (await embedder.embed(texts, "passage")).embeddings;
+      await embedder.deactivate();
+      if (!base) base = got;
+      else expect(compareEmbeddings(base, got).summary.min_cosine, `opset ${opset}`).toBeGreaterThanOrEqual(0.9999999);
+    }
+    expect(SUPPORTED_OPSETS).toContain(18);
+  });
+});
+
 describe("ONNX files and folders", () => {
   let tiny: string;
   beforeAll(async () => {

@@ -16,6 +16,8 @@ export interface EncoderGraphOptions {
   normalize: boolean;
   /** bge-m3's sparse and ColBERT heads, as outputs sparse_weights and colbert_vectors. */
   heads?: GraphHeads;
+  /** The opset the graph is written for: from 18 on, reductions take their axes as an input. @default 17 */
+  opset?: number;
 }
 
 export interface GraphHeads {
@@ -209,7 +211,10 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
     }
     if (options.normalize) {
       // torch.nn.functional.normalize: v / max(‖v‖₂, 1e-12).
-      const norm = g.op("ReduceL2", "/normalize/ReduceL2", [pooled], { axes: ints([-1]), keepdims: int(1) });
+      const norm =
+        (options.opset ?? 17) >= 18
+          ? g.op("ReduceL2", "/normalize/ReduceL2", [pooled, g.constInt64("/normalize/axes", [-1])], { keepdims: int(1) })
+          : g.op("ReduceL2", "/normalize/ReduceL2", [pooled], { axes: ints([-1]), keepdims: int(1) });
       const safe = g.op("Max", "/normalize/Max", [norm, g.constFloat("/normalize/eps", [1e-12], [])]);
       pooled = g.op("Div", "/normalize/Div", [pooled, safe]);
     }

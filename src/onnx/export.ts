@@ -84,7 +84,7 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
       for (const precision of precisions) {
         const name = `model.${precision}.onnx`;
         options.onStage?.(`writing ${name}`);
-        const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize, heads: graphHeads });
+        const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize, heads: graphHeads, opset });
         const written = await writeOnnxModel(join(staging, name), graph, {
           opset,
           producerName: "bge",

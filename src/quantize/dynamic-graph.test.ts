@@ -110,8 +110,6 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
   });
 
   it("per token on an opset-18 export: the reductions take their axes as an input there", async () => {
-    // Structure only: bge export's opset-18 graphs do not load in ONNX Runtime yet (their pooling
-    // normalisation's ReduceL2 still has an axes attribute).
     const root18 = await tempDir("bge-dyn18-");
     const modelDir = join(root18, "model");
     await writeFixture({ dir: modelDir, seed: 1 });
