@@ -114,7 +114,7 @@ async function m3() {
   const texts = ["北京是中国的首都。", "BGE M3 is multilingual.", "Ceci est une phrase."];
   const run = child(`
     const { loadEmbedder } = await import(${dist("runners/load-embedder.js")});
-    const { ReferenceEmbedder } = await import(${dist("reference/reference-embedder.js")});
+    const { ReferenceEmbedder } = await import(${dist("runners/reference-embedder.js")});
     const { readModelSpec } = await import(${dist("checkpoint/model-spec.js")});
     const { compareEmbeddings } = await import(${dist("parity/metrics.js")});
     const texts = ${JSON.stringify(texts)};
