@@ -1,4 +1,4 @@
-import { chmod, readFile, writeFile } from "node:fs/promises";
+import { appendFile, chmod, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -165,6 +165,15 @@ describe("bge bench refuses grids it cannot measure (exit 2, naming the flag and
     const r = await runBge(["bench", artifact, "--seq", `16,${tooLong}`, "--runs", "1"]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(new RegExp(`^bge: --seq ${tooLong}: longer than the model allows \\(${config.max_position_embeddings}, max_position_embeddings`));
+  });
+
+  it("an artifact whose files no longer match its manifest", async () => {
+    const art = join(root, "art-tampered");
+    expect((await runBge(["export", join(root, "tiny"), "-o", art, "--precision", "fp32", "--quiet"])).code).toBe(0);
+    await appendFile(join(art, "model.fp32.onnx"), "x");
+    const r = await runBge(["bench", art, "--batch", "1", "--seq", "8", "--runs", "1"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/model\.fp32\.onnx is \d+ bytes, the manifest says \d+: the artifact was modified/);
   });
 
   it("--runs with --seconds, and a report written over the model", async () => {
