@@ -28,7 +28,7 @@ const SHAPES = [
   { shape: "bge-small-zh-v1.5", tokenizer: join(shared, "bge-small-zh-v1.5") },
   { shape: "bge-base-en-v1.5", tokenizer: join(shared, "bge-small-en-v1.5") },
 ];
-const GRID = { batch: "1,8,32", seq: "128", warmup: "1", runs: "3" };
+const GRID = { batch: "1,8,32", seq: "128", warmup: "1", runs: "5" };
 
 function run(args, { quiet = false } = {}) {
   return new Promise((done, fail) => {
@@ -209,7 +209,7 @@ async function main() {
     "",
     `Measured ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC on ${machine.cpu}, ${machine.cores} cores (${machine.logicalCpus} logical), ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB; ISA ${machine.isa.join(" ")}; node ${machine.node}, onnxruntime-node ${machine.onnxruntime} (CPU, ${results[0].report.settings.threads} threads). The whole run took ${minutes.toFixed(1)} minutes.`,
     "",
-    `Load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")} at the start and ${loadAtEnd.map((x) => x.toFixed(2)).join(" ")} at the end: other engineers' test suites were running on the same ${machine.logicalCpus} CPUs, so absolute figures are low and noisy. Every claim below is a ratio of two figures measured in this one run, under the same load (at each grid point the MatMul ceiling's runs take turns with the model's own, so a burst of load falls on both).`,
+    `Load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")} at the start and ${loadAtEnd.map((x) => x.toFixed(2)).join(" ")} at the end${loadAtStart[0] > 1 ? `: other processes were running on the same ${machine.logicalCpus} CPUs, so absolute figures are low and noisy` : ": nothing else ran when it started (the load during the run is the benchmark's own)"}. Every claim below is a ratio of two figures measured in this one run, under the same load (at each grid point the MatMul ceiling's runs take turns with the model's own, so a burst of load falls on both).`,
     "",
     "## How the ceiling is computed",
     "",
