@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
@@ -8,7 +8,8 @@ import type { ProfileCorner, TrtEmbedder } from "../runners/trt-embedder.js";
 import { runTrtexec, trtexecFailure } from "../trt/build-engine.js";
 import type { TrtexecInfo } from "../trt/discover-trtexec.js";
 import { encodeInts, padBatch } from "../trt/run-engine.js";
-import { parseTrtexecLog, type TimingStats } from "../trt/trtexec-log.js";
+import { parseExportTimes, type Percentiles } from "../trt/export-timing.js";
+import { parseTrtexecLog } from "../trt/trtexec-log.js";
 import { loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import { trackTempPath } from "../util/interrupt.js";
 import { syntheticRows, type GridPoint } from "./grid.js";
@@ -20,6 +21,8 @@ export interface TrtPointTiming {
   sequencesPerSecond: number;
   latencyMs: { mean: number; p50: number; p95: number; p99: number };
   gpuComputeMs: { mean: number; p50: number; p95: number; p99: number };
+  /** How many timed inferences the percentiles are over (trtexec --exportTimes). */
+  inferences: number;
   /** The trtexec argument list as run (temporary input paths included). */
   args: string[];
 }
@@ -27,7 +30,8 @@ export interface TrtPointTiming {
 /**
  * One TensorRT engine of an artifact, timed by trtexec itself: for each grid point, one trtexec run
  * with the point's shapes and synthetic inputs of exact length; its performance summary gives
- * throughput (qps × batch → sequences/s) and the latency and GPU compute percentiles.
+ * throughput (qps × batch → sequences/s), its --exportTimes file the latency and GPU compute
+ * percentiles over every timed inference.
  */
 export class TrtBench {
   private constructor(
@@ -71,6 +75,8 @@ export class TrtBench {
         `--warmUp=${plan.warmup > 0 ? 200 : 0}`,
         ...(plan.seconds !== undefined ? [`--duration=${plan.seconds}`] : [`--iterations=${plan.runs}`, "--duration=0"]),
         "--avgRuns=1",
+        // Every timed inference, for percentiles over all of them (the summary's are of averaged groups).
+        `--exportTimes=${join(dir, "times.json")}`,
       ];
       const run = await runTrtexec(this.trtexec, args, 600_000);
       if (run.signal) throw trtexecFailure(this.trtexec, args, run, `was killed by ${run.signal}`);
@@ -79,7 +85,17 @@ export class TrtBench {
       if (log.status === "failed") throw trtexecFailure(this.trtexec, args, run, "reported FAILED");
       const s = log.summary;
       if (!s || !(s.throughputQps > 0)) throw trtexecFailure(this.trtexec, args, run, "printed no performance summary");
-      return { qps: s.throughputQps, sequencesPerSecond: s.throughputQps * point.batch, latencyMs: pick(s.latencyMs), gpuComputeMs: pick(s.gpuComputeMs), args };
+      const times = parseExportTimes(await readFile(join(dir, "times.json"), "utf8").catch(() => {
+        throw trtexecFailure(this.trtexec, args, run, "wrote no --exportTimes file");
+      }), `trtexec --exportTimes of ${this.path}`);
+      return {
+        qps: s.throughputQps,
+        sequencesPerSecond: s.throughputQps * point.batch,
+        latencyMs: fromTimes(times.latency),
+        gpuComputeMs: fromTimes(times.compute),
+        inferences: times.inferences.length,
+        args,
+      };
     } catch (err) {
       if (err instanceof BgeError) throw err;
       throw new ToolFailedError(`trtexec timing run on ${this.path} failed: ${(err as Error).message}`);
@@ -90,6 +106,6 @@ export class TrtBench {
   }
 }
 
-function pick(t: TimingStats): TrtPointTiming["latencyMs"] {
-  return { mean: t.mean, p50: t.median, p95: t.p95 ?? t.max, p99: t.p99 ?? t.max };
+function fromTimes(p: Percentiles): TrtPointTiming["latencyMs"] {
+  return { mean: p.mean, p50: p.p50, p95: p.p95, p99: p.p99 };
 }

@@ -104,7 +104,7 @@ export async function benchCommand(options: BenchCommandOptions, out: Output): P
           const t = await model.timePoint(point, plan);
           row = {
             artifact: label, precision: model.precision, backend, mode: "synthetic", batch: point.batch, seq: point.seq,
-            latencyMs: t.latencyMs, gpuComputeMs: t.gpuComputeMs,
+            latencyMs: { runs: t.inferences, ...t.latencyMs }, gpuComputeMs: t.gpuComputeMs,
             sequencesPerSecond: t.sequencesPerSecond, tokensPerSecond: t.sequencesPerSecond * point.seq, modelFlops: t.sequencesPerSecond * flopsPerSequence(cfg, point.seq),
             peakRssBytes: peakRssBytes(),
           };

@@ -328,8 +328,28 @@ async function run() {
     const text = exportJson(outputs);
     writeFileSync(exportTo, fail === "bad-export" ? text.slice(0, Math.floor(text.length / 2)) : text);
   }
+  const timesTo = args.get("--exportTimes");
+  if (timesTo) writeFileSync(timesTo, exportTimesJson(Number(args.get("--iterations") ?? 10)));
   summary();
   passed();
+}
+
+/**
+ * trtexec's --exportTimes layout (one record per timed inference, sampleReporting's spacing): the
+ * double's inferences take 0.6–1.0 ms of GPU compute each, back to back, with fixed transfers.
+ */
+function exportTimesJson(n) {
+  const rows = [];
+  let t = 16.5;
+  for (let i = 0; i < Math.max(1, n); i++) {
+    const compute = 0.6 + ((i * 37) % 11) * 0.04;
+    const h2d = 0.003;
+    const d2h = 0.004;
+    const r = { startEnqMs: t, endEnqMs: t + 0.02, startH2dMs: t, endH2dMs: t + h2d, startComputeMs: t + h2d, endComputeMs: t + h2d + compute, startD2hMs: t + h2d + compute, endD2hMs: t + h2d + compute + d2h, h2dMs: h2d, computeMs: compute, d2hMs: d2h, latencyMs: h2d + compute + d2h };
+    rows.push(`{ ${Object.entries(r).map(([k, v]) => `"${k}" : ${Number(v.toPrecision(6))}`).join(", ")} }`);
+    t = r.endD2hMs;
+  }
+  return `[\n  ${rows.join("\n, ")}\n]\n`;
 }
 
 if (has("--onnx")) build();
