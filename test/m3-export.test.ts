@@ -10,6 +10,7 @@ import type { OnnxEmbedder } from "../src/runners/onnx-embedder.js";
 import { ReferenceEmbedder } from "../src/runners/reference-embedder.js";
 import { tempDir } from "./helpers/tmp.js";
 import { usageError } from "./helpers/usage-error.js";
+import { cosineSimilarity as cosine } from "../src/parity/metrics.js";
 
 const builtBy = { tool: "bge", version: "test", args: ["export"] };
 const ALL = ["dense", "sparse", "colbert"] as const;
@@ -38,15 +39,6 @@ beforeAll(async () => {
   await ref.deactivate();
 }, 120_000);
 
-const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-};
 
 describe("bge export: bge-m3's sparse and ColBERT heads in one graph", () => {
   it("records the heads in the manifest and the graph has sparse_weights [B, S] and colbert_vectors [B, S−1, H]", async () => {

@@ -7,16 +7,8 @@ import type { Embedder } from "../src/runners/embedder.js";
 import { loadEmbedder } from "../src/runners/load-embedder.js";
 import { ReferenceEmbedder } from "../src/runners/reference-embedder.js";
 import { tempDir } from "./helpers/tmp.js";
+import { cosineSimilarity as cosine } from "../src/parity/metrics.js";
 
-const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-};
 
 describe("bge-m3's heads at 8192 positions", () => {
   it("an 8192-token text with literal <pad>s and mixed scripts: the fp32 export agrees with the float64 reference per head", async () => {

@@ -12,6 +12,7 @@ import { discoverTrtexec, type TrtexecInfo } from "../src/trt/discover-trtexec.j
 import { REPO_ROOT } from "./helpers/paths.js";
 import { runBge } from "./helpers/run-bge.js";
 import { tempDir } from "./helpers/tmp.js";
+import { cosineSimilarity as cosine } from "../src/parity/metrics.js";
 
 /**
  * The TensorRT runner against the trtexec double (which runs the engine's ONNX on onnxruntime): its
@@ -77,15 +78,6 @@ function load(version: string, extra: Partial<TrtEmbedderLoadOptions> = {}): Pro
   });
 }
 
-function cosine(a: Float64Array, b: Float64Array): number {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 function minCosine(a: Float64Array[], b: Float64Array[]): number {
   expect(a.length).toBe(b.length);

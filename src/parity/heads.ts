@@ -5,6 +5,7 @@ import type { HeadsResult, TextKind } from "../runners/embedder.js";
 import type { Diagnosis } from "./diagnose.js";
 import type { HeadTolerance } from "./tolerances.js";
 import { scoreAgreement, type RetrievalAgreement } from "./retrieval.js";
+import { cosineSimilarity as cosine } from "./metrics.js";
 
 /** bge-m3's hybrid score as the issue states it: dense + 0.3 · lexical + ColBERT. */
 export const COMBINED_WEIGHTS = { dense: 1, sparse: 0.3, colbert: 1 } as const;
@@ -51,15 +52,6 @@ export function goldenHeads(golden: GoldenFile): ("sparse" | "colbert")[] {
 
 const toMap = (r: Record<string, number>): SparseVector => new Map(Object.entries(r).map(([k, v]) => [Number(k), v]));
 
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 /** Query × passage pairs by golden index (every pair of items when the golden lacks one kind). */
 function pairs(golden: GoldenFile): [number, number][] {
