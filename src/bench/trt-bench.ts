@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
@@ -7,7 +7,7 @@ import { loadEmbedder } from "../runners/load-embedder.js";
 import type { ProfileCorner, TrtEmbedder } from "../runners/trt-embedder.js";
 import { runTrtexec, trtexecFailure } from "../trt/build-engine.js";
 import type { TrtexecInfo } from "../trt/discover-trtexec.js";
-import { encodeInts, padBatch } from "../trt/run-engine.js";
+import { writeEngineInputs } from "../trt/run-engine.js";
 import { parseExportTimes, type Percentiles } from "../trt/export-timing.js";
 import { parseTrtexecLog } from "../trt/trtexec-log.js";
 import { loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
@@ -55,22 +55,12 @@ export class TrtBench {
 
   async timePoint(point: GridPoint, plan: TimingPlan): Promise<TrtPointTiming> {
     const rows = syntheticRows(point, this.spec.config.vocabSize, this.tokenizer.padId, { first: this.tokenizer.clsId, last: this.tokenizer.sepId });
-    const tensors = padBatch(rows, this.tokenizer.padId, point.seq);
-    const bytes = this.trtexec.family === "8.6" ? 4 : 8;
     const dir = await mkdtemp(join(tmpdir(), "bge-bench-trt-"));
     const untrack = trackTempPath(dir);
     try {
-      const files: string[] = [];
-      for (const name of this.inputNames) {
-        const file = join(dir, `${name}.bin`);
-        await writeFile(file, encodeInts(tensors[name as keyof typeof tensors], bytes));
-        files.push(`${name}:${file}`);
-      }
-      const shape = `${point.batch}x${point.seq}`;
       const args = [
         `--loadEngine=${this.path}`,
-        `--shapes=${this.inputNames.map((n) => `${n}:${shape}`).join(",")}`,
-        `--loadInputs=${files.join(",")}`,
+        ...(await writeEngineInputs(dir, this.trtexec, this.inputNames, rows, this.tokenizer.padId, point.seq)),
         // trtexec warms up by time (ms), not by runs; a run count becomes --iterations with no minimum duration.
         `--warmUp=${plan.warmup > 0 ? 200 : 0}`,
         ...(plan.seconds !== undefined ? [`--duration=${plan.seconds}`] : [`--iterations=${plan.runs}`, "--duration=0"]),

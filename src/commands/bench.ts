@@ -15,6 +15,7 @@ import { OnnxBench } from "../bench/onnx-bench.js";
 import { BENCH_FORMAT, machineInfo, renderBenchTable, type BenchModel, type BenchReport, type BenchRow } from "../bench/report.js";
 import { latencyStats, peakRssBytes, timeInterleaved, type TimingPlan } from "../bench/timing.js";
 import { TrtBench } from "../bench/trt-bench.js";
+import { versionString } from "../trt/discover-trtexec.js";
 
 export interface BenchCommandOptions {
   target: string;
@@ -74,7 +75,7 @@ export async function benchCommand(options: BenchCommandOptions, out: Output): P
         maxSeqWhy: `max_position_embeddings ${cfg.maxPositionEmbeddings}${cfg.positionOffset ? ` - offset ${cfg.positionOffset}` : ""}`,
         ...(model instanceof TrtBench && { profile: { ...model.profile, engine: model.path } }),
       });
-      if (model instanceof TrtBench) machine.trtexec = { path: model.trtexec.path, version: `${model.trtexec.version.major}.${model.trtexec.version.minor}.${model.trtexec.version.patch}` };
+      if (model instanceof TrtBench) machine.trtexec = { path: model.trtexec.path, version: versionString(model.trtexec) };
       // One pair of ceiling graphs per model shape, shared by its precisions (ONNX Runtime only: its own MatMul).
       const shapeKey = `${cfg.numLayers}/${cfg.hiddenSize}/${cfg.intermediateSize}`;
       if (model instanceof OnnxBench && ceilingFor !== shapeKey) {

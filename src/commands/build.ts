@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import type { Output } from "../cli/output.js";
 import { buildEngines, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
-import { discoverTrtexec } from "../trt/discover-trtexec.js";
+import { discoverTrtexec, versionString } from "../trt/discover-trtexec.js";
 import { checkOutputPaths } from "../util/io-paths.js";
 
 export interface BuildCommandOptions {
@@ -25,7 +25,7 @@ export async function buildCommand(options: BuildCommandOptions, out: Output): P
     { path: options.artifact, what: "artifact folder", kind: "dir" },
   ]);
   const trtexec = await discoverTrtexec({ explicit: options.trtexec });
-  out.verbose(`trtexec ${trtexec.path} (TensorRT ${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}, found by ${trtexec.source})`);
+  out.verbose(`trtexec ${trtexec.path} (TensorRT ${versionString(trtexec)}, found by ${trtexec.source})`);
   const started = Date.now();
   const { written } = await buildEngines({
     artifactDir: options.artifact,

@@ -7,6 +7,7 @@ import { parseHeads, type M3Output } from "../reference/m3.js";
 import { UsageError } from "../errors.js";
 import { isEngineFile, loadEmbedder, type Backend } from "../runners/load-embedder.js";
 import { TrtEmbedder } from "../runners/trt-embedder.js";
+import { versionString } from "../trt/discover-trtexec.js";
 
 export interface EmbedCommandOptions {
   model: string;
@@ -63,8 +64,7 @@ export async function embedCommand(options: EmbedCommandOptions, out: Output): P
     const { embeddings } = await embedder.embed(texts, kind, { batchSize: options.batchSize, onProgress: out.progress("embed", texts.length) });
     embeddings.forEach((e, i) => assertFiniteEmbedding(e, `text ${i}`, texts[i]!));
     if (embedder instanceof TrtEmbedder) {
-      const v = embedder.trtexec.version;
-      out.verbose(`TensorRT ${v.major}.${v.minor}.${v.patch}${embedder.device ? ` on ${embedder.device.name}` : ""} through ${embedder.trtexec.path}: ${embedder.runs} trtexec run${embedder.runs === 1 ? "" : "s"}`);
+      out.verbose(`TensorRT ${versionString(embedder.trtexec)}${embedder.device ? ` on ${embedder.device.name}` : ""} through ${embedder.trtexec.path}: ${embedder.runs} trtexec run${embedder.runs === 1 ? "" : "s"}`);
     }
     const rows = embeddings.map((e) => Array.from(e));
     out.result(rows.map((r) => JSON.stringify(r)).join("\n"), { embeddings: rows });

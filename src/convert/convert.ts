@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import { rmdirSync } from "node:fs";
-import { mkdir, rm, stat } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
 import { readGolden, writeGolden, type GoldenFile } from "../artifacts/golden.js";
-import { describeFile, MANIFEST_NAME, ONNX_ROLES, precisionOfRole, readManifest, writeManifest, type ArtifactFile, type Manifest, type StageRecord } from "../artifacts/manifest.js";
+import { describeFile, MANIFEST_NAME, ONNX_ROLES, precisionOfRole, readManifest, verifyManifestFiles, writeManifest, type ArtifactFile, type Manifest, type StageRecord } from "../artifacts/manifest.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { hashWeights } from "../checkpoint/weights.js";
 import { ToolMissingError, UsageError } from "../errors.js";
@@ -16,7 +16,7 @@ import { recordVerdicts, verifyTarget, type VerifyBackend } from "../parity/veri
 import type { CalibrationMethod } from "../quantize/calibrate.js";
 import { quantizeArtifact } from "../quantize/quantize-artifact.js";
 import { buildEngines, ENGINE_ROLES, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
-import { discoverTrtexec, type TrtexecInfo } from "../trt/discover-trtexec.js";
+import { discoverTrtexec, versionString, type TrtexecInfo } from "../trt/discover-trtexec.js";
 import { lockFolder } from "../util/folder-lock.js";
 import { pathExists } from "../util/fs.js";
 import { onInterrupt } from "../util/interrupt.js";
@@ -217,7 +217,8 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     const corpus: Record<string, string> = {};
     for (const f of options.calibration.files) corpus[`calibration:${basename(f)}`] = await sha256File(f);
     const inputs = { [fp32.path]: fp32.sha256, ...tokenizerHashes(manifest), ...corpus };
-    const trtVersion = trtexec ? `${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` : "8.6.1";
+    // The calibration cache names the TensorRT it is for: the trtexec found, else quantize's default.
+    const trtVersion = trtexec ? versionString(trtexec) : undefined;
     const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, max_texts: options.calibration.maxTexts, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.codeId };
     const key = stageKey("quantize", inputs, qOptions);
     if (await upToDate(dir, manifest, "quantize", key, options.force)) {
@@ -250,7 +251,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
 
   // ── build ──
   const enginePrecisions = (["fp16", "int8"] as EnginePrecision[]).filter((p) => precisions.has(p));
-  t = begin("build", trtexec ? `TensorRT ${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch} engines (${enginePrecisions.join(", ") || "none asked for"})` : "TensorRT engines");
+  t = begin("build", trtexec ? `TensorRT ${versionString(trtexec)} engines (${enginePrecisions.join(", ") || "none asked for"})` : "TensorRT engines");
   const builtEngines: string[] = [];
   if (!trtexec) {
     done("build", "unavailable", t, [], `engines skipped: ${noTrtexec}`);
@@ -263,7 +264,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     const records: Record<string, StageRecord> = {};
     for (const p of enginePrecisions) {
       const source = manifest.files.find((f) => f.role === (p === "int8" ? ONNX_ROLES["int8-qdq"] : ONNX_ROLES.fp32))!;
-      const inputs = { [source.path]: source.sha256, trtexec: `${trtexec.path} ${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` };
+      const inputs = { [source.path]: source.sha256, trtexec: `${trtexec.path} ${versionString(trtexec)}` };
       const bOptions = { precision: p, shapes: shapesOption, int8_source: "qdq", bge: options.codeId };
       const key = stageKey(`build-${p}`, inputs, bOptions);
       records[`build-${p}`] = record(key, inputs, bOptions, []);
@@ -337,7 +338,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     const extra = file.external_data ? manifest.files.find((f) => f.path === file.external_data) : undefined;
     if (extra) inputs[extra.path] = extra.sha256;
     // An engine's vectors are TensorRT's: the trtexec that runs it is one of its inputs.
-    if (backend === "trt" && trtexec) inputs.trtexec = `${trtexec.path} ${trtVersionOf(trtexec)}`;
+    if (backend === "trt" && trtexec) inputs.trtexec = `${trtexec.path} ${versionString(trtexec)}`;
     const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.(precision), batch_size: options.batchSize, bge: options.codeId };
     const name = backend === "trt" ? `verify-trt-${precision}` : `verify-${precision}`;
     const key = stageKey(name, inputs, vOptions);
@@ -397,7 +398,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     outDir: dir,
     modelId: manifest.source.model_id,
     stages,
-    engines: { built: builtEngines, skipped_reason: noTrtexec, trtexec: trtexec ? { path: trtexec.path, version: `${trtexec.version.major}.${trtexec.version.minor}.${trtexec.version.patch}` } : null },
+    engines: { built: builtEngines, skipped_reason: noTrtexec, trtexec: trtexec ? { path: trtexec.path, version: versionString(trtexec) } : null },
     rows,
     reports,
     compactReports,
@@ -436,17 +437,15 @@ async function upToDate(dir: string, manifest: Manifest | undefined, stage: stri
   if (force || !manifest) return false;
   const rec = manifest.convert?.stages[stage];
   if (!rec || rec.key !== key || !rec.outputs.length) return false;
-  for (const path of rec.outputs) {
-    const f = manifest.files.find((x) => x.path === path);
-    if (!f) return false;
-    try {
-      if ((await stat(join(dir, path))).size !== f.size) return false;
-    } catch {
-      return false;
-    }
-    if ((await sha256File(join(dir, path))) !== f.sha256) return false;
+  if (!rec.outputs.every((path) => manifest.files.some((f) => f.path === path))) return false;
+  try {
+    await verifyManifestFiles(dir, manifest, (f) => rec.outputs.includes(f.path));
+    return true;
+  } catch (err) {
+    // Missing, resized or rewritten since: the stage is made again.
+    if (err instanceof UsageError) return false;
+    throw err;
   }
-  return true;
 }
 
 /** Stage records go into the manifest as each stage finishes (under the folder's lock, which convert holds). */
@@ -477,6 +476,3 @@ function verifyTargets(manifest: Manifest, precisions: Set<ConvertPrecision>, wi
     .map((file) => ({ file, backend: file.role.startsWith("trt-") ? ("trt" as const) : ("onnx" as const) }));
 }
 
-function trtVersionOf(t: TrtexecInfo): string {
-  return `${t.version.major}.${t.version.minor}.${t.version.patch}`;
-}

@@ -7,6 +7,7 @@ import { loadEmbedder, type LoadedEmbedder } from "../runners/load-embedder.js";
 import { OnnxEmbedder } from "../runners/onnx-embedder.js";
 import { backendName, executionProviders } from "../runners/ort.js";
 import { TrtEmbedder } from "../runners/trt-embedder.js";
+import { versionString } from "../trt/discover-trtexec.js";
 import { withFolderLock } from "../util/folder-lock.js";
 import type { Diagnosis } from "./diagnose.js";
 import { probeFp16Range } from "./fp16-range.js";
@@ -72,7 +73,7 @@ export async function verifyTarget(target: VerifyTarget, options: VerifyTargetOp
       goldenUsesFp16: golden.producer.use_fp16,
     });
     const trt = embedder instanceof TrtEmbedder ? embedder : undefined;
-    options.onInfo?.(`verifying ${candidatePath} (${embedder.precision}${trt ? `, TensorRT ${versionOf(trt)} through ${trt.trtexec.path}` : ""}) against ${golden.items.length} golden items …`);
+    options.onInfo?.(`verifying ${candidatePath} (${embedder.precision}${trt ? `, TensorRT ${versionString(trt.trtexec)} through ${trt.trtexec.path}` : ""}) against ${golden.items.length} golden items …`);
     const report: ReportEntry = await verifyAgainstGolden(embedder, golden, {
       goldenPath: options.goldenPath,
       candidatePath,
@@ -89,18 +90,13 @@ export async function verifyTarget(target: VerifyTarget, options: VerifyTargetOp
       probeInt8: loaded.kind === "artifact" ? int8Probe(loaded.manifest, dirname(loaded.path), trt ? engineGraphRole(loaded.manifest, loaded.role) : loaded.role) : undefined,
     });
     if (trt) {
-      report.trt = { tensorrt: versionOf(trt), trtexec: trt.trtexec.path, gpu: trt.device?.name ?? null, compute_capability: trt.device?.computeCapability ?? null, runs: trt.runs };
+      report.trt = { tensorrt: versionString(trt.trtexec), trtexec: trt.trtexec.path, gpu: trt.device?.name ?? null, compute_capability: trt.device?.computeCapability ?? null, runs: trt.runs };
       options.onVerbose?.(`${candidatePath}: ${trt.runs} trtexec runs`);
     }
     return report;
   } finally {
     await embedder.deactivate();
   }
-}
-
-function versionOf(trt: TrtEmbedder): string {
-  const v = trt.trtexec.version;
-  return `${v.major}.${v.minor}.${v.patch}`;
 }
 
 /** The ONNX role an INT8 engine was built from (its Q/DQ graph), for the per-layer INT8 diagnosis. */

@@ -9,7 +9,7 @@ import { writeFileAtomic } from "../util/atomic.js";
 import { onInterrupt } from "../util/interrupt.js";
 import { pathExists } from "../util/fs.js";
 import { buildTrtexecArgs, sourceGraphFor, type BatchSeq, type TrtBuildRequest } from "./build-args.js";
-import type { TrtexecInfo } from "./discover-trtexec.js";
+import { versionString, type TrtexecInfo } from "./discover-trtexec.js";
 import { parseTrtexecLog, tailLines } from "./trtexec-log.js";
 
 export type EnginePrecision = "fp32" | "fp16" | "int8";
@@ -153,11 +153,6 @@ export async function buildEngines(options: BuildEnginesOptions): Promise<{ mani
     };
   });
   return { manifest, written };
-}
-
-export function versionString(trtexec: Pick<TrtexecInfo, "version">): string {
-  const v = trtexec.version;
-  return `${v.major}.${v.minor}.${v.patch}`;
 }
 
 function howToMake(source: string): string {

@@ -56,6 +56,12 @@ const memoryCache = new Map<string, TrtVersion>();
  * @throws ToolMissingError (exit 3) when none is found, or the one found is not a supported version
  * @throws ToolFailedError (exit 4) when the binary runs but does not say which TensorRT it is
  */
+/** TensorRT's version as it prints it: X.Y.Z. */
+export function versionString(trtexec: Pick<TrtexecInfo, "version">): string {
+  const v = trtexec.version;
+  return `${v.major}.${v.minor}.${v.patch}`;
+}
+
 export async function discoverTrtexec(options: DiscoverTrtexecOptions = {}): Promise<TrtexecInfo> {
   const env = options.env ?? process.env;
   const chosen = options.explicit !== undefined && options.explicit !== ""
@@ -102,7 +108,7 @@ export async function discoverTrtexec(options: DiscoverTrtexecOptions = {}): Pro
   const version = await trtexecVersion(found.path, env, options.timeoutMs ?? 30_000, options.cacheFile ?? defaultCacheFile());
   const family = trtFamily(version);
   if (!family) {
-    const v = `${version.major}.${version.minor}.${version.patch}`;
+    const v = versionString({ version });
     throw new ToolMissingError(
       `${found.path} (from ${found.source}) is TensorRT ${v}; bge supports ${SUPPORTED} — point --trtexec or $TRTEXEC at a supported trtexec, or ${HOW_TO_GET}`,
     );

@@ -1,6 +1,6 @@
 import type { ArtifactFile, EngineRecord } from "../artifacts/manifest.js";
 import { UsageError } from "../errors.js";
-import type { TrtexecInfo } from "./discover-trtexec.js";
+import { versionString, type TrtexecInfo } from "./discover-trtexec.js";
 
 /**
  * What an engine is bound to: the TensorRT that serialized it and the GPU it was built for (the
@@ -22,11 +22,6 @@ export interface DeviceSeen {
   computeCapability?: string;
 }
 
-function versionOf(trtexec: Pick<TrtexecInfo, "version">): string {
-  const v = trtexec.version;
-  return `${v.major}.${v.minor}.${v.patch}`;
-}
-
 /**
  * A serialized engine loads only in the TensorRT that wrote it: the runtime compares the plan's
  * version with its own and refuses any other (engines built with `--versionCompatible` aside, which
@@ -36,7 +31,7 @@ function versionOf(trtexec: Pick<TrtexecInfo, "version">): string {
  * @throws UsageError (exit 2) naming both versions and the remedy
  */
 export function checkEngineVersion(engine: string, binding: EngineBinding, trtexec: Pick<TrtexecInfo, "version" | "path" | "source">): void {
-  const running = versionOf(trtexec);
+  const running = versionString(trtexec);
   if (binding.version === running) return;
   throw new UsageError(
     `${engine} was built with TensorRT ${binding.version} but ${trtexec.path} (from ${trtexec.source}) is TensorRT ${running}: ` +

@@ -68,8 +68,6 @@ export async function runEngineWithLog(options: RunEngineOptions): Promise<Engin
   }
   const B = batch.length;
   const S = Math.max(options.seqLength ?? 0, ...batch.map((row) => row.length));
-  const tensors = padBatch(batch, options.padId, S);
-  const bytes = trtexec.family === "8.6" ? 4 : 8;
 
   const base = options.workDir ?? tmpdir();
   let dir: string;
@@ -80,18 +78,10 @@ export async function runEngineWithLog(options: RunEngineOptions): Promise<Engin
   }
   const untrack = trackTempPath(dir);
   try {
-    const files: string[] = [];
-    for (const name of inputNames) {
-      const file = join(dir, `${name}.${bytes === 4 ? "i32" : "i64"}.bin`);
-      await writeFile(file, encodeInts(tensors[name as keyof typeof tensors], bytes));
-      files.push(`${name}:${file}`);
-    }
     const exportFile = join(dir, "outputs.json");
-    const shape = `${B}x${S}`;
     const args = [
       `--loadEngine=${options.engine}`,
-      `--shapes=${inputNames.map((n) => `${n}:${shape}`).join(",")}`,
-      `--loadInputs=${files.join(",")}`,
+      ...(await writeEngineInputs(dir, trtexec, inputNames, batch, options.padId, S)),
       `--exportOutput=${exportFile}`,
       ...SINGLE_RUN_ARGS,
     ];
@@ -117,6 +107,31 @@ export async function runEngineWithLog(options: RunEngineOptions): Promise<Engin
     await rm(dir, { recursive: true, force: true });
     untrack();
   }
+}
+
+/**
+ * Writes a batch, right-padded to `seq`, as raw files in `dir` in the dtype the engine takes (int32 on
+ * TensorRT 8.6, int64 on 10 and 11), and returns the trtexec arguments that feed them to the engine
+ * (`--shapes`, `--loadInputs`).
+ */
+export async function writeEngineInputs(
+  dir: string,
+  trtexec: Pick<TrtexecInfo, "family">,
+  inputNames: readonly string[],
+  batch: readonly (readonly number[])[],
+  padId: number,
+  seq: number,
+): Promise<string[]> {
+  const tensors = padBatch(batch, padId, seq);
+  const bytes = trtexec.family === "8.6" ? 4 : 8;
+  const files: string[] = [];
+  for (const name of inputNames) {
+    const file = join(dir, `${name}.${bytes === 4 ? "i32" : "i64"}.bin`);
+    await writeFile(file, encodeInts(tensors[name as keyof typeof tensors], bytes));
+    files.push(`${name}:${file}`);
+  }
+  const shape = `${batch.length}x${seq}`;
+  return [`--shapes=${inputNames.map((n) => `${n}:${shape}`).join(",")}`, `--loadInputs=${files.join(",")}`];
 }
 
 /** Right-padded [B, S] inputs as FlagModel's tokenizer pads them. */
