@@ -62,21 +62,7 @@ def main() -> int:
         for text, vec, tok in zip(texts, vectors, ids):
             items.append({"text": text, "kind": kind, "input_ids": [int(i) for i in tok], "embedding": [float(x) for x in vec]})
 
-    device = str(getattr(model, "device", getattr(getattr(model, "model", None), "device", "unknown")))
-    producer = {
-        "name": "FlagEmbedding.FlagModel",
-        "version": fe_version,
-        "pooling": request["pooling"],
-        "normalize": request["normalize"],
-        # On CPU FlagModel switches fp16 off; record what actually ran.
-        "use_fp16": bool(request["use_fp16"]) and "cpu" not in device,
-        "max_length": max_length,
-        "query_instruction": instruction,
-        "device": device,
-    }
-    with open(out_path, "w", encoding="utf-8") as f:
-        json.dump({"producer": producer, "items": items}, f, ensure_ascii=False)
-    return 0
+    return write_result(out_path, "FlagEmbedding.FlagModel", model, request, fe_version, max_length, instruction, items)
 
 
 def run_m3(BGEM3FlagModel, request, out_path, fe_version) -> int:
@@ -114,12 +100,18 @@ def run_m3(BGEM3FlagModel, request, out_path, fe_version) -> int:
                 "sparse": {str(k): float(w) for k, w in lexical.items()},
                 "colbert": [[float(x) for x in row] for row in colbert],
             })
+    return write_result(out_path, "FlagEmbedding.BGEM3FlagModel", model, request, fe_version, max_length, instruction, items)
+
+
+def write_result(out_path, name, model, request, fe_version, max_length, instruction, items) -> int:
+    """The producer record (every setting as it ran) and the items, as bge golden reads them."""
     device = str(getattr(model, "device", getattr(getattr(model, "model", None), "device", "unknown")))
     producer = {
-        "name": "FlagEmbedding.BGEM3FlagModel",
+        "name": name,
         "version": fe_version,
         "pooling": request["pooling"],
         "normalize": request["normalize"],
+        # On CPU FlagModel switches fp16 off; record what actually ran.
         "use_fp16": bool(request["use_fp16"]) and "cpu" not in device,
         "max_length": max_length,
         "query_instruction": instruction,
