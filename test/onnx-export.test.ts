@@ -1,10 +1,11 @@
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { readManifest } from "../src/artifacts/manifest.js";
 import { readModelSpec } from "../src/checkpoint/model-spec.js";
-import { openWeights } from "../src/checkpoint/weights.js";
+import { hashWeights, openWeights } from "../src/checkpoint/weights.js";
 import { writeFixture } from "../src/fixture/write-fixture.js";
 import { buildEncoderGraph } from "../src/onnx/encoder-graph.js";
 import { exportOnnx } from "../src/onnx/export.js";
@@ -110,7 +111,10 @@ describe("ONNX files and folders", () => {
     expect(m.format).toBe("bge-artifact/1");
     expect(m).toMatchObject({ pooling: "cls", normalize: true, max_length: 512, query_instruction: "为这个句子生成表示以用于检索相关文章：" });
     expect(m.source.model_id).toBe("bge-fixture/bge-tiny-zh");
+    // Hashed from the bytes the export read (one pass, file order): still the file's own sha256.
+    expect(m.source.weights_sha256).toBe(createHash("sha256").update(await readFile(join(tiny, "model.safetensors"))).digest("hex"));
     const onnx = m.files.find((f) => f.role === "onnx-fp32")!;
+    expect(onnx.sha256).toBe(createHash("sha256").update(await readFile(join(out, "model.fp32.onnx"))).digest("hex"));
     expect(onnx.path).toBe("model.fp32.onnx");
     expect(onnx.built_by).toMatchObject({ tool: "bge", args: ["export", tiny, "-o", out, "--precision", "fp32"] });
     expect(m.files.filter((f) => f.role === "tokenizer").map((f) => f.path).sort()).toEqual(["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]);
@@ -228,6 +232,37 @@ describe("export refuses bad input cleanly", () => {
       calls = 0;
       await expect(writeOnnxModel(join(out, "model.onnx"), g, { opset: 17, producerName: "t", producerVersion: "0", externalData })).rejects.toThrow(/injected/);
       expect(await readdir(out)).toEqual([]);
+    }
+  });
+
+  it("streams every checkpoint layout: sharded, BF16/F16 and pytorch_model.bin export to the reference's vectors, each recording its weights' hash", async () => {
+    const texts = corpus.slice(0, 24);
+    const cases: { name: string; prep: (dir: string) => Promise<void> }[] = [
+      { name: "sharded", prep: async (dir) => void (await writeFixture({ dir, seed: 5, shards: 3 })) },
+      { name: "bf16", prep: async (dir) => void (await writeFixture({ dir, seed: 5, dtype: "BF16" })) },
+      { name: "f16", prep: async (dir) => void (await writeFixture({ dir, seed: 5, dtype: "F16" })) },
+      {
+        name: "bin",
+        prep: async (dir) => {
+          await writeFixture({ dir, seed: 5 });
+          const { convertFixtureToBin } = await import("./helpers/convert-to-bin.js");
+          await convertFixtureToBin(dir);
+        },
+      },
+    ];
+    for (const c of cases) {
+      const dir = join(root, `layout-${c.name}`);
+      await c.prep(dir);
+      const out = join(root, `layout-${c.name}-onnx`);
+      const { manifest } = await exportOnnx({ modelDir: dir, outDir: out, precisions: ["fp32", "fp16"], builtBy });
+      expect(manifest.source.weights_sha256, c.name).toBe(await hashWeights(dir));
+      const ref = await (await ReferenceEmbedder.load(await readModelSpec(dir))).embed(texts, "passage");
+      for (const precision of ["fp32", "fp16"]) {
+        const { embedder } = await loadEmbedder(out, { precision });
+        const got = await embedder.embed(texts, "passage");
+        await embedder.deactivate();
+        expect(compareEmbeddings(ref.embeddings, got.embeddings).summary.min_cosine, `${c.name} ${precision}`).toBeGreaterThan(precision === "fp32" ? 0.99999 : 0.999);
+      }
     }
   });
 

@@ -93,15 +93,16 @@ export function bytesToFloat32(bytes: Uint8Array, dtype: DType, name = "tensor")
 
 /**
  * Refuses a floating tensor holding NaN or ±Infinity, naming it and the first bad element. Works on
- * the stored bits (an all-ones exponent), so it costs one pass over the bytes and no decoding.
+ * the stored bits (an all-ones exponent), so it costs one pass over the bytes and no decoding. `part`
+ * places a chunk of a streamed tensor: its first element's index and the tensor's element count.
  */
-export function assertFiniteTensor(bytes: Uint8Array, dtype: DType, what: string): void {
+export function assertFiniteTensor(bytes: Uint8Array, dtype: DType, what: string, part?: { first: number; count: number }): void {
   const bad = firstNonFinite(bytes, dtype);
   if (bad < 0) return;
   const size = DTYPE_BYTES[dtype];
   const value = bytesToFloat64(bytes.slice(bad * size, (bad + 1) * size), dtype)[0]!;
-  const count = bytes.byteLength / size;
-  throw new UsageError(`${what} holds ${value} at element ${bad} of ${count}; the weights are corrupt: download or convert the checkpoint again`);
+  const count = part?.count ?? bytes.byteLength / size;
+  throw new UsageError(`${what} holds ${value} at element ${(part?.first ?? 0) + bad} of ${count}; the weights are corrupt: download or convert the checkpoint again`);
 }
 
 /** Index of the first NaN/±Inf element of a floating tensor, -1 when none (or not a floating type). */

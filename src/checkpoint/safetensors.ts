@@ -1,7 +1,8 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { UsageError } from "../errors.js";
 import { assertInputFile } from "../util/io-paths.js";
-import { DTYPE_BYTES, elementCount, type DType, type TensorInfo, type TensorSource } from "./tensor.js";
+import { StreamDigest } from "../util/hash-worker.js";
+import { ChunkScratch, DTYPE_BYTES, elementCount, type DType, type TensorInfo, type TensorSource } from "./tensor.js";
 
 /** A header larger than this is not a BGE checkpoint (bge-m3's has ~400 entries, a few tens of KB). */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -27,7 +28,7 @@ export async function readSafetensors(path: string): Promise<TensorSource> {
   }
   try {
     const entries = await readHeader(handle, path);
-    return new SafetensorsSource(path, handle, entries);
+    return new SafetensorsSource(path, handle, entries, (await handle.stat()).size);
   } catch (err) {
     await handle.close();
     throw err;
@@ -89,32 +90,127 @@ async function readHeader(handle: FileHandle, path: string): Promise<Map<string,
   return entries;
 }
 
+/** Hashing the file while it is read: `at` is how far it has been hashed, in order. */
+interface Tap {
+  digest: StreamDigest;
+  /** For the bytes between tensors (the header, tensors nobody reads, the tail). */
+  scratch: ChunkScratch;
+  at: number;
+  broken: boolean;
+  /** Per scratch buffer, the hashing of the chunk it last held: awaited before the buffer is filled again. */
+  pending: Map<ArrayBufferLike, Promise<void>>;
+}
+
 class SafetensorsSource implements TensorSource {
+  private tap: Tap | undefined;
   constructor(
     readonly path: string,
     private readonly handle: FileHandle,
     private readonly entries: Map<string, Entry>,
+    private readonly size: number,
   ) {}
+
+  position(name: string): number | undefined {
+    return this.entries.get(name)?.start;
+  }
+
+  startDigest(): boolean {
+    void this.tap?.digest.close();
+    this.tap = { digest: new StreamDigest(), scratch: new ChunkScratch(4 << 20), at: 0, broken: false, pending: new Map() };
+    return true;
+  }
+
+  async finishDigest(): Promise<string | undefined> {
+    const tap = this.tap;
+    this.tap = undefined;
+    if (!tap) return undefined;
+    try {
+      if (tap.broken) return undefined;
+      await this.hashThrough(tap, this.size);
+      await Promise.all(tap.pending.values());
+      return await tap.digest.digest();
+    } finally {
+      await tap.digest.close();
+    }
+  }
+
+  /** A scratch buffer to read into, once the hashing of what it held before is done. */
+  private async fresh(scratch: ChunkScratch, bytes: number): Promise<Uint8Array> {
+    const chunk = scratch.next(bytes);
+    const tap = this.tap;
+    if (tap) {
+      await tap.pending.get(chunk.buffer);
+      tap.pending.delete(chunk.buffer);
+    }
+    return chunk;
+  }
+
+  private hashChunk(tap: Tap, chunk: Uint8Array): void {
+    const done = tap.digest.update(chunk);
+    done.catch(() => undefined); // surfaces at finishDigest
+    tap.pending.set(chunk.buffer, done);
+    tap.at += chunk.byteLength;
+  }
+
+  /** Reads and hashes the bytes no tensor read covered, up to `end`. */
+  private async hashThrough(tap: Tap, end: number): Promise<void> {
+    const step = tap.scratch.chunkBytes;
+    while (tap.at < end) {
+      const chunk = await this.fresh(tap.scratch, Math.min(step, end - tap.at));
+      await this.readAt(chunk, tap.at, "(between tensors)");
+      this.hashChunk(tap, chunk);
+    }
+  }
 
   list(): TensorInfo[] {
     return [...this.entries.values()].map(({ name, dtype, shape }) => ({ name, dtype, shape }));
   }
 
   async readBytes(name: string): Promise<Uint8Array> {
-    const e = this.entries.get(name);
-    if (!e) throw new UsageError(`${this.path}: no tensor named ${name}`);
+    const e = this.entry(name);
     // 8-byte aligned storage so that typed-array views of any dtype work on the result.
     const out = new Uint8Array(new ArrayBuffer(Math.ceil(e.length / 8) * 8), 0, e.length);
-    let done = 0;
-    while (done < e.length) {
-      const { bytesRead } = await this.handle.read(out, done, Math.min(e.length - done, 1 << 30), e.start + done);
-      if (bytesRead === 0) throw new UsageError(`${this.path}: file ended inside tensor ${name}`);
-      done += bytesRead;
-    }
+    await this.readAt(out, e.start, name);
     return out;
   }
 
+  async *readChunks(name: string, scratch: ChunkScratch): AsyncGenerator<Uint8Array> {
+    const e = this.entry(name);
+    let tap = this.tap && !this.tap.broken ? this.tap : undefined;
+    if (tap && e.start < tap.at) {
+      // Read out of file order (a tensor again, or an earlier one): the one-pass hash is off.
+      tap.broken = true;
+      tap = undefined;
+    }
+    if (tap) await this.hashThrough(tap, e.start);
+    const step = scratch.chunkFor(DTYPE_BYTES[e.dtype]);
+    for (let at = 0; at < e.length; at += step) {
+      const chunk = await this.fresh(scratch, Math.min(step, e.length - at));
+      await this.readAt(chunk, e.start + at, name);
+      if (tap) this.hashChunk(tap, chunk);
+      yield chunk;
+    }
+  }
+
+  private entry(name: string): Entry {
+    const e = this.entries.get(name);
+    if (!e) throw new UsageError(`${this.path}: no tensor named ${name}`);
+    return e;
+  }
+
+  /** Fills `out` from `position` on; a file that ends early (truncated after the header was read) is refused. */
+  private async readAt(out: Uint8Array, position: number, name: string): Promise<void> {
+    let done = 0;
+    while (done < out.length) {
+      const { bytesRead } = await this.handle.read(out, done, Math.min(out.length - done, 1 << 30), position + done);
+      if (bytesRead === 0) throw new UsageError(`${this.path}: file ended inside tensor ${name}`);
+      done += bytesRead;
+    }
+  }
+
   async close(): Promise<void> {
+    await this.tap?.digest.close();
+    this.tap = undefined;
     await this.handle.close();
   }
 }

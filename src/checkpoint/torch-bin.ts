@@ -1,4 +1,4 @@
-import { DTYPE_BYTES, elementCount, type TensorInfo, type TensorSource } from "./tensor.js";
+import { DTYPE_BYTES, elementCount, type ChunkScratch, type TensorInfo, type TensorSource } from "./tensor.js";
 import { openZip, type ZipEntry, type ZipReader } from "./zip.js";
 import { PickleDict, TorchTensor, unpickleTorch, type PickleValue } from "./unpickle.js";
 import { UsageError } from "../errors.js";
@@ -71,6 +71,22 @@ class TorchBin implements TorchBinSource {
     const span = (maxIndex(info) - info.storageOffset + 1) * size;
     const raw = await this.zip.readStored(entry, start, span);
     return gather(raw, info.shape, info.stride, size, numel);
+  }
+
+  /** Contiguous tensors stream from their storage (CRC checked when one covers it whole); strided views are gathered whole. */
+  async *readChunks(name: string, scratch: ChunkScratch): AsyncGenerator<Uint8Array> {
+    const tensor = this.tensors.get(name);
+    if (!tensor) throw new UsageError(`${this.path}: no tensor named ${name}`);
+    const { info, entry } = tensor;
+    const size = DTYPE_BYTES[info.dtype];
+    const numel = elementCount(info.shape);
+    if (numel > 0 && isContiguous(info.shape, info.stride)) {
+      yield* this.zip.readStoredChunks(entry, info.storageOffset * size, numel * size, scratch, scratch.chunkFor(size));
+      return;
+    }
+    const bytes = await this.readBytes(name);
+    const step = scratch.chunkFor(size);
+    for (let at = 0; at < bytes.byteLength; at += step) yield bytes.subarray(at, Math.min(at + step, bytes.byteLength));
   }
 
   close(): Promise<void> {

@@ -6,7 +6,7 @@ import type { EncoderConfig } from "./config.js";
 import { assertFiniteTensor } from "./dtype.js";
 import { readSafetensors } from "./safetensors.js";
 import { openTorchBin } from "./torch-bin.js";
-import type { TensorInfo, TensorSource } from "./tensor.js";
+import { DTYPE_BYTES, elementCount, tensorChunks, type ChunkScratch, type TensorInfo, type TensorSource } from "./tensor.js";
 import { sha256FileInWorker } from "../util/hash-worker.js";
 import { pathExists as exists } from "../util/fs.js";
 
@@ -83,6 +83,38 @@ class NormalizedSource implements TensorSource {
     // Every consumer (reference, export) reads through here: one NaN/Inf turns every vector into NaN.
     assertFiniteTensor(bytes, e.info.dtype, `${e.source.path}: tensor ${e.original}`);
     return bytes;
+  }
+  async *readChunks(name: string, scratch: ChunkScratch): AsyncGenerator<Uint8Array> {
+    const e = this.byName.get(name);
+    if (!e) throw new UsageError(`${this.path}: checkpoint has no tensor ${name}`);
+    const size = DTYPE_BYTES[e.info.dtype];
+    const count = elementCount(e.info.shape);
+    let first = 0;
+    for await (const chunk of tensorChunks(e.source, e.original, scratch, size)) {
+      assertFiniteTensor(chunk, e.info.dtype, `${e.source.path}: tensor ${e.original}`, { first, count });
+      first += chunk.byteLength / size;
+      yield chunk;
+    }
+  }
+  /** File order across shards: the shard's index, then the offset within it. */
+  position(name: string): number | undefined {
+    const e = this.byName.get(name);
+    const at = e?.source.position?.(e.original);
+    return e && at !== undefined ? this.sources.indexOf(e.source) * 2 ** 45 + at : undefined;
+  }
+  startDigest(): boolean {
+    if (!this.sources.every((s) => s.startDigest && s.finishDigest && s.position)) return false;
+    for (const s of this.sources) s.startDigest!();
+    return true;
+  }
+  /** As hashWeights: the file's sha256, or for shards that of "<shard name> <sha256>" lines in name order. */
+  async finishDigest(): Promise<string | undefined> {
+    const digests = await Promise.all(this.sources.map((s) => s.finishDigest?.()));
+    if (digests.some((d) => d === undefined)) return undefined;
+    if (digests.length === 1) return digests[0];
+    const h = createHash("sha256");
+    this.sources.forEach((s, i) => h.update(`${s.path.split(sep).pop()} ${digests[i]}\n`));
+    return h.digest("hex");
   }
   async close(): Promise<void> {
     await Promise.all(this.sources.map((s) => s.close()));

@@ -2,6 +2,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import * as zlib from "node:zlib";
 import { UsageError } from "../errors.js";
 import { assertInputFile } from "../util/io-paths.js";
+import type { ChunkScratch } from "./tensor.js";
 
 /**
  * A minimal, read-only zip reader for torch.save archives: it parses the central directory (with
@@ -145,6 +146,40 @@ export class ZipReader {
    * CRC is checked too (one tensor per storage is the common case, so most reads are verified).
    */
   async readStored(entry: ZipEntry, offset: number, length: number): Promise<Uint8Array> {
+    this.checkStoredRange(entry, offset, length);
+    const start = await this.dataOffset(entry);
+    const bytes = await this.readRaw(start + offset, length);
+    if (offset === 0 && length === entry.uncompressedSize) this.verifyCrc(entry, bytes);
+    return bytes;
+  }
+
+  /**
+   * Like readStored, in chunks of `step` bytes read into `scratch`'s buffers in turn; the CRC of a
+   * read covering the whole entry is checked before the last chunk is handed out.
+   */
+  async *readStoredChunks(entry: ZipEntry, offset: number, length: number, scratch: ChunkScratch, step: number): AsyncGenerator<Uint8Array> {
+    this.checkStoredRange(entry, offset, length);
+    const start = await this.dataOffset(entry);
+    const whole = offset === 0 && length === entry.uncompressedSize;
+    let crc = 0;
+    for (let at = 0; at < length; at += step) {
+      const chunk = scratch.next(Math.min(step, length - at));
+      await this.readInto(chunk, start + offset + at);
+      if (whole) {
+        crc = crc32(chunk, crc);
+        if (at + chunk.length === length && crc !== entry.crc32) throw this.crcMismatch(entry);
+      }
+      yield chunk;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+
+  private checkStoredRange(entry: ZipEntry, offset: number, length: number): void {
     if (entry.method !== ZIP_STORED) {
       throw new UsageError(
         `${this.path}: zip entry ${entry.name} is compressed (method ${entry.method}); tensor data must be stored ` +
@@ -157,29 +192,25 @@ export class ZipReader {
     if (!isCount(offset) || !isCount(length) || offset > entry.uncompressedSize || length > entry.uncompressedSize - offset) {
       throw this.fail(`read of ${length} bytes at ${offset} runs past the end of entry ${entry.name}`);
     }
-    const start = await this.dataOffset(entry);
-    const bytes = await this.readRaw(start + offset, length);
-    if (offset === 0 && length === entry.uncompressedSize) this.verifyCrc(entry, bytes);
-    return bytes;
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.fh.close();
   }
 
   private verifyCrc(entry: ZipEntry, bytes: Uint8Array): void {
-    if (crc32(bytes) !== entry.crc32) {
-      throw new UsageError(
-        `${this.path}: CRC mismatch in zip entry ${entry.name}; the file is corrupt — download it again`,
-      );
-    }
+    if (crc32(bytes) !== entry.crc32) throw this.crcMismatch(entry);
+  }
+
+  private crcMismatch(entry: ZipEntry): UsageError {
+    return new UsageError(`${this.path}: CRC mismatch in zip entry ${entry.name}; the file is corrupt — download it again`);
   }
 
   private async readRaw(position: number, length: number): Promise<Uint8Array> {
     if (this.closed) throw new UsageError(`${this.path}: the checkpoint was already closed`);
     return readExactly(this.path, this.fh, this.size, position, length);
+  }
+
+  private async readInto(out: Uint8Array, position: number): Promise<void> {
+    if (this.closed) throw new UsageError(`${this.path}: the checkpoint was already closed`);
+    if (position + out.length > this.size) throw this.fail(`read of ${out.length} bytes at offset ${position} runs past the end of the ${this.size}-byte file`);
+    await fill(this.path, this.fh, out, position);
   }
 
   private fail(detail: string): UsageError {
@@ -222,14 +253,18 @@ async function readExactly(
   }
   // A fresh, zeroed, 0-offset buffer so callers may view it as Float32Array etc. without copying.
   const out = new Uint8Array(length);
+  await fill(path, fh, out, position);
+  return out;
+}
+
+async function fill(path: string, fh: FileHandle, out: Uint8Array, position: number): Promise<void> {
   let done = 0;
-  while (done < length) {
-    const want = Math.min(READ_CHUNK, length - done);
+  while (done < out.length) {
+    const want = Math.min(READ_CHUNK, out.length - done);
     const { bytesRead } = await fh.read(out, done, want, position + done);
     if (bytesRead === 0) throw corrupt(path, `file ended early at offset ${position + done}`);
     done += bytesRead;
   }
-  return out;
 }
 
 interface CentralDirectory {
@@ -420,15 +455,15 @@ function decodeName(bytes: Uint8Array): string {
 
 let crcTable: Uint32Array | undefined;
 
-/** CRC-32 (zip's); node's native one where this Node has it (20.15+), else a table. */
-export function crc32(bytes: Uint8Array): number {
-  const native = (zlib as { crc32?: (data: Uint8Array) => number }).crc32;
-  if (typeof native === "function") return native(bytes) >>> 0;
-  return crc32Portable(bytes);
+/** CRC-32 (zip's); node's native one where this Node has it (20.15+), else a table. `value` continues a running CRC. */
+export function crc32(bytes: Uint8Array, value = 0): number {
+  const native = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
+  if (typeof native === "function") return native(bytes, value) >>> 0;
+  return crc32Portable(bytes, value);
 }
 
 /** The table-driven CRC-32, for Node versions without zlib.crc32. */
-export function crc32Portable(bytes: Uint8Array): number {
+export function crc32Portable(bytes: Uint8Array, value = 0): number {
   if (!crcTable) {
     crcTable = new Uint32Array(256);
     for (let n = 0; n < 256; n++) {
@@ -437,7 +472,7 @@ export function crc32Portable(bytes: Uint8Array): number {
       crcTable[n] = c >>> 0;
     }
   }
-  let c = 0xffffffff;
+  let c = (value ^ 0xffffffff) >>> 0;
   for (let i = 0; i < bytes.length; i++) c = crcTable[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }

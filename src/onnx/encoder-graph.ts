@@ -1,7 +1,7 @@
 import type { EncoderConfig } from "../checkpoint/config.js";
 import { bytesToFloat32, floatToHalf } from "../checkpoint/dtype.js";
 import type { Pooling } from "../checkpoint/model-spec.js";
-import type { TensorSource } from "../checkpoint/tensor.js";
+import { ChunkScratch, DTYPE_BYTES, tensorChunks, type DType, type TensorSource } from "../checkpoint/tensor.js";
 import { UsageError } from "../errors.js";
 import { float, GraphBuilder, int, ints } from "./graph-builder.js";
 import { OnnxType, type OnnxTypeCode } from "./proto.js";
@@ -75,25 +75,39 @@ export function buildEncoderGraph(cfg: EncoderConfig, source: TensorSource, opti
   /** A checkpoint tensor as an initializer in the compute type (or float32), dims as stored. */
   const weight = (name: string, dims: number[], opts: { keepFloat32?: boolean } = {}): string => {
     const f16 = half && !opts.keepFloat32;
-    return g.initializer(name, f16 ? OnnxType.FLOAT16 : OnnxType.FLOAT, dims, async () => {
-      const bytes = await source.readBytes(name);
-      const dtype = dtypes.get(name)!;
-      // Float32 weights go into the graph byte for byte.
-      if (!f16 && dtype === "F32") return bytes;
-      const values = bytesToFloat32(bytes, dtype, name);
-      if (!f16) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-      const out = new Uint16Array(values.length);
-      for (let i = 0; i < values.length; i++) {
-        const v = values[i]!;
-        // Past 65504 a weight becomes ±inf in FP16 and every vector it touches is lost: refused by name.
-        if (Math.abs(v) > FP16_MAX) {
-          throw new UsageError(`${name}: weight ${v} at element ${i} does not fit FP16 (|w| ≤ ${FP16_MAX}); export --precision fp32, or keep this layer in float32`);
-        }
-        out[i] = floatToHalf(v);
-      }
-      return new Uint8Array(out.buffer);
-    });
+    return g.initializer(name, f16 ? OnnxType.FLOAT16 : OnnxType.FLOAT, dims, () => weightChunks(name, dtypes.get(name)!, f16));
   };
+  // Weights stream from the checkpoint through two pairs of reused buffers (read, converted): the
+  // export never holds a whole tensor, and a 2 GB checkpoint costs a few tens of MB.
+  // The converted chunk is at most twice the read one (an F16/BF16 checkpoint exported as float32).
+  const readScratch = new ChunkScratch(8 << 20);
+  const outScratch = new ChunkScratch(16 << 20);
+  async function* weightChunks(name: string, dtype: DType, f16: boolean): AsyncGenerator<Uint8Array> {
+    let first = 0;
+    for await (const bytes of tensorChunks(source, name, readScratch, DTYPE_BYTES[dtype])) {
+      // Float32 weights go into the graph byte for byte.
+      if (!f16 && dtype === "F32") {
+        yield bytes;
+        continue;
+      }
+      const values = bytesToFloat32(bytes, dtype, name);
+      const out = outScratch.next(values.length * (f16 ? 2 : 4));
+      if (!f16) new Float32Array(out.buffer, 0, values.length).set(values);
+      else {
+        const half = new Uint16Array(out.buffer, 0, values.length);
+        for (let i = 0; i < values.length; i++) {
+          const v = values[i]!;
+          // Past 65504 a weight becomes ±inf in FP16 and every vector it touches is lost: refused by name.
+          if (Math.abs(v) > FP16_MAX) {
+            throw new UsageError(`${name}: weight ${v} at element ${first + i} does not fit FP16 (|w| ≤ ${FP16_MAX}); export --precision fp32, or keep this layer in float32`);
+          }
+          half[i] = floatToHalf(v);
+        }
+      }
+      first += values.length;
+      yield out;
+    }
+  }
   const scalar = (name: string, value: number): string =>
     half ? g.initializer(name, OnnxType.FLOAT16, [], () => new Uint8Array(new Uint16Array([floatToHalf(value)]).buffer)) : g.constFloat(name, [value], []);
   const toF32 = (x: string, name: string) => (half ? g.op("Cast", name, [x], { to: int(OnnxType.FLOAT) }) : x);

@@ -11,6 +11,8 @@ import { buildEncoderGraph, type GraphHeads, type OnnxPrecision } from "./encode
 import { availableHeads, loadM3Heads, M3_HEAD_FILES, type Head, type M3Head } from "../checkpoint/m3-heads.js";
 import { m3SpecialIds } from "../reference/m3.js";
 import { writeOnnxModel } from "./write-model.js";
+import type { GraphBuilder } from "./graph-builder.js";
+import type { TensorSource } from "../checkpoint/tensor.js";
 import { loadCheckedTokenizer } from "../tokenize/flag-tokenizer.js";
 
 export interface ExportOptions {
@@ -77,14 +79,18 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
     const graphHeads: GraphHeads | undefined =
       m3.sparse || m3.colbert ? { ...m3, specialIds: [tokenizer.clsId, ...[...specials].filter((id) => id !== tokenizer.clsId)], faults: options.headFaults } : undefined;
     const manifest = await writeArtifactFolder(options.outDir, { command: "export", warn: options.onWarn }, async ({ staging, previous }) => {
-      // Hashing the checkpoint runs on another thread while the graphs are written.
-      const weightsShaPromise = hashWeights(options.modelDir);
-      weightsShaPromise.catch(() => undefined);
+      // The checkpoint's hash: where the source can, from the bytes the first graph reads (in file
+      // order, hashed on another thread: one read of the checkpoint); otherwise a separate read on
+      // another thread while the graphs are written.
+      const oneRead = source.startDigest?.() ?? false;
+      const weightsShaPromise = oneRead ? undefined : hashWeights(options.modelDir);
+      weightsShaPromise?.catch(() => undefined);
       const graphPooling = pooling === "none" ? "none" : spec.pooling;
       for (const precision of precisions) {
         const name = `model.${precision}.onnx`;
         options.onStage?.(`writing ${name}`);
         const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize, heads: graphHeads, opset });
+        inFileOrder(graph, source);
         const written = await writeOnnxModel(join(staging, name), graph, {
           opset,
           producerName: "bge",
@@ -105,7 +111,7 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
         await copyFileAtomic(from, to);
         files.push(await describeFile(staging, f, TOKENIZER_FILES.includes(f) ? "tokenizer" : "config"));
       }
-      const weightsSha = await weightsShaPromise;
+      const weightsSha = weightsShaPromise ? await weightsShaPromise : ((await source.finishDigest!()) ?? (await hashWeights(options.modelDir)));
       // Keep what an earlier run produced that this one did not rewrite (another precision, an engine).
       const rewritten = new Set(files.map((f) => f.path));
       const sameSource = previous !== undefined && previous.source.weights_sha256 === weightsSha;
@@ -131,4 +137,15 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
   } finally {
     await source.close();
   }
+}
+
+/**
+ * Orders the graph's initializers as their tensors lie in the checkpoint (ONNX leaves the order
+ * free): the weights are then read front to back, which lets the source hash them in the same pass.
+ * Initializers of no checkpoint tensor (constants, bge-m3's heads) come first, in their own order.
+ */
+function inFileOrder(graph: GraphBuilder, source: TensorSource): void {
+  if (!source.position) return;
+  const at = new Map(graph.initializers.map((t, i) => [t.name, source.position!(t.name) ?? -1 - graph.initializers.length + i]));
+  graph.initializers.sort((a, b) => at.get(a.name)! - at.get(b.name)!);
 }

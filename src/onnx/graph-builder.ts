@@ -24,8 +24,12 @@ export interface InitializerSpec {
   name: string;
   dataType: OnnxTypeCode;
   dims: number[];
-  /** Bytes in little-endian element order; called once, when the model is written (so weights stream). */
-  data: () => Uint8Array | Promise<Uint8Array>;
+  /**
+   * Bytes in little-endian element order, whole or as consecutive chunks (each valid until the
+   * iterator has been advanced twice, so that chunks can live in reused buffers); called once, when
+   * the model is written (so weights stream).
+   */
+  data: () => Uint8Array | Promise<Uint8Array> | AsyncIterable<Uint8Array>;
 }
 
 export interface ValueSpec {

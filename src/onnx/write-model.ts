@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { basename } from "node:path";
 import { ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, ONNX_IR_VERSION, encodeVarint, lengthDelimitedKey } from "./proto.js";
 import { BYTES_PER_ELEMENT, encodeAttribute, type GraphBuilder, type InitializerSpec, type ValueSpec } from "./graph-builder.js";
@@ -134,27 +134,15 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
     }),
   ).finish();
 
-  const produce = async (t: (typeof tensors)[number]): Promise<Uint8Array> => {
-    const bytes = await t.spec.data();
-    if (bytes.byteLength !== t.n) throw new Error(`initializer ${t.spec.name}: produced ${bytes.byteLength} bytes, expected ${t.n}`);
-    return bytes;
-  };
-
   let bytesWritten = 0;
   const modelHash = createHash("sha256");
   const dataHash = createHash("sha256");
   const writeModel = async (handle: FileHandle, externalHandle?: FileHandle) => {
-    // Hash while the write is in flight on libuv's thread pool.
+    const model = new SyncingWriter(handle, modelHash);
+    const data = externalHandle ? new SyncingWriter(externalHandle, dataHash) : undefined;
     const put = async (b: Uint8Array) => {
-      const written = handle.write(b);
-      modelHash.update(b);
       bytesWritten += b.length;
-      await written;
-    };
-    const putData = async (b: Uint8Array) => {
-      const written = externalHandle!.write(b);
-      dataHash.update(b);
-      await written;
+      await model.write(b);
     };
     await put(modelHead);
     await put(Buffer.concat([lengthDelimitedKey(7), encodeVarint(graphLen)]));
@@ -163,14 +151,13 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
     for (const t of tensors) {
       await put(t.head);
       if (t.offset === undefined) {
-        await put(await produce(t));
+        bytesWritten += await pump(t.spec, t.n, model);
       } else {
-        const bytes = await produce(t);
-        if (t.offset > dataPos) await putData(new Uint8Array(t.offset - dataPos));
-        await putData(bytes);
-        dataPos = t.offset + bytes.byteLength;
+        if (t.offset > dataPos) await data!.write(new Uint8Array(t.offset - dataPos));
+        dataPos = t.offset + (await pump(t.spec, t.n, data!));
       }
     }
+    await Promise.all([model.drain(), data?.drain()]);
   };
 
   if (!external || externalOffsets.size === 0) {
@@ -196,4 +183,69 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
     throw err;
   }
   return { path, bytes: bytesWritten, sha256: modelHash.digest("hex"), externalDataPath: dataPath, externalDataBytes: dataSize, externalDataSha256: dataHash.digest("hex") };
+}
+
+/** Dirty bytes after which a data sync is started in the background while writing goes on. */
+const SYNC_EVERY_BYTES = 256 << 20;
+
+/**
+ * Appends to a file one write at a time, hashing each buffer while its write is in flight, and
+ * flushes to disk as it goes: every SYNC_EVERY_BYTES an fdatasync runs beside the next writes, so
+ * that the final sync before the rename finds little left to do (the disk works while bge converts).
+ */
+class SyncingWriter {
+  private unsynced = 0;
+  private syncing: Promise<void> | undefined;
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly hash: Hash,
+  ) {}
+
+  /** Starts writing `b` (whose bytes must stay unchanged until the returned promise settles). */
+  write(b: Uint8Array): Promise<void> {
+    const written = this.handle.write(b).then(() => undefined);
+    this.hash.update(b);
+    this.unsynced += b.byteLength;
+    if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
+      this.unsynced = 0;
+      const started = written.then(() => this.handle.datasync());
+      this.syncing = started.finally(() => (this.syncing = undefined));
+      // A failed background sync is reported by drain (and by the final fsync).
+      this.syncing.catch(() => undefined);
+    }
+    return written;
+  }
+
+  async drain(): Promise<void> {
+    await this.syncing;
+  }
+}
+
+/**
+ * Writes one initializer's bytes, whole or chunk by chunk: the next chunk is produced (read,
+ * converted) while the previous one is being written; at most one write is in flight, so that
+ * appends stay in order. Returns the byte count, which must be the one the shape promised.
+ */
+async function pump(spec: InitializerSpec, expected: number, out: SyncingWriter): Promise<number> {
+  const produced = await spec.data();
+  const chunks: AsyncIterable<Uint8Array> =
+    Symbol.asyncIterator in produced ? (produced as AsyncIterable<Uint8Array>) : (async function* () { yield produced as Uint8Array; })();
+  const iter = chunks[Symbol.asyncIterator]();
+  let total = 0;
+  let next = iter.next();
+  for (;;) {
+    const r = await next;
+    if (r.done) break;
+    total += r.value.byteLength;
+    if (total > expected) break;
+    const written = out.write(r.value);
+    next = iter.next();
+    next.catch(() => undefined); // awaited on the next turn; not unhandled if the write fails first
+    await written;
+  }
+  if (total !== expected) {
+    await iter.return?.(undefined);
+    throw new Error(`initializer ${spec.name}: produced ${total > expected ? "more than " : ""}${total} bytes, expected ${expected}`);
+  }
+  return total;
 }
