@@ -51,8 +51,13 @@ export function encoderInputNames(cfg: Pick<EncoderConfig, "typeVocabSize">): st
 }
 
 /** The outputs of an exported encoder graph: hidden states always, the pooled vector unless pooling is none. */
-export function encoderOutputNames(pooling: Pooling | "none"): string[] {
-  return pooling === "none" ? ["last_hidden_state"] : ["last_hidden_state", "sentence_embedding"];
+export function encoderOutputNames(pooling: Pooling | "none", heads: readonly string[] = ["dense"]): string[] {
+  return [
+    "last_hidden_state",
+    ...(pooling === "none" ? [] : ["sentence_embedding"]),
+    ...(heads.includes("sparse") ? ["sparse_weights"] : []),
+    ...(heads.includes("colbert") ? ["colbert_vectors"] : []),
+  ];
 }
 
 /** Nodes that must keep FP32 wherever a builder may lower precision (XLM-R position counts past 2048). */

@@ -8,7 +8,9 @@ import { checkEngineDevice, checkEngineVersion, type DeviceSeen, type EngineBind
 import type { ExportedTensor } from "../trt/export-output.js";
 import { runEngineWithLog, type RunEngineOptions } from "../trt/run-engine.js";
 import { parseTrtexecLog } from "../trt/trtexec-log.js";
-import type { EmbedResult, Embedder, TextKind } from "./embedder.js";
+import type { EmbedResult, Embedder, HeadsResult, TextKind } from "./embedder.js";
+import type { Head } from "../checkpoint/m3-heads.js";
+import { m3SpecialIds, sparseFromTokenWeights, type M3Output } from "../reference/m3.js";
 import type { EmbedOverrides } from "./onnx-embedder.js";
 
 /** [batch, sequence] of one optimisation-profile corner. */
@@ -75,6 +77,7 @@ export class TrtEmbedder implements Embedder {
     private readonly hiddenOutput: string | undefined,
     private readonly runOptions: Pick<RunEngineOptions, "workDir" | "timeoutMs">,
     readonly builtOn: EngineBinding | undefined,
+    private readonly specials: Set<number>,
   ) {}
 
   static async load(options: TrtEmbedderLoadOptions): Promise<TrtEmbedder> {
@@ -97,10 +100,20 @@ export class TrtEmbedder implements Embedder {
     if (!useGraphPooling && !hiddenOutput) {
       throw new UsageError(`${enginePath}: outputs ${outputNames.join(", ")} include no hidden states (last_hidden_state) to pool ${spec.pooling}${spec.normalize ? " and normalise" : ""}`);
     }
+    // The ids whose sparse weight FlagEmbedding drops (CLS, EOS, PAD, UNK), only for engines with the sparse head.
+    const specials = outputNames.includes("sparse_weights") ? await m3SpecialIds(options.tokenizerDir, tokenizer) : new Set<number>();
     return new TrtEmbedder(enginePath, spec, options.trtexec, profile, options.precision, inputNames, outputNames, tokenizer, useGraphPooling, hiddenOutput, {
       ...(options.workDir !== undefined && { workDir: options.workDir }),
       ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
-    }, options.builtOn);
+    }, options.builtOn, specials);
+  }
+
+  /** dense, plus sparse/colbert where the engine outputs sparse_weights/colbert_vectors (built from a graph with bge-m3's heads). */
+  get heads(): Head[] {
+    const out: Head[] = ["dense"];
+    if (this.outputNames.includes("sparse_weights")) out.push("sparse");
+    if (this.outputNames.includes("colbert_vectors")) out.push("colbert");
+    return out;
   }
 
   get dimension(): number {
@@ -133,8 +146,7 @@ export class TrtEmbedder implements Embedder {
     kind: TextKind,
     options: EmbedOverrides & { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
   ): Promise<EmbedResult> {
-    const [maxBatch, maxSeq] = this.profile.max;
-    const [minBatch, minSeq] = this.profile.min;
+    const [maxBatch] = this.profile.max;
     const batchSize = Math.min(options.batchSize ?? 32, maxBatch);
     if (!(batchSize >= 1)) throw new UsageError(`batch size ${options.batchSize} must be at least 1`);
     const maxLength = options.maxLength ?? this.spec.maxLength;
@@ -147,15 +159,7 @@ export class TrtEmbedder implements Embedder {
     const inputIds = this.cachedIds(texts, `${kind}\u0000${maxLength}\u0000${queryInstruction ?? ""}`, options.transform, () =>
       texts.map((t) => this.tokenizer.encode(applyInstruction(transform(t), queryInstruction, kind), maxLength)),
     );
-    // Checked before any run: a half-done verify that dies on text 90 wastes every run before it.
-    inputIds.forEach((ids, i) => {
-      if (ids.length > maxSeq) {
-        throw new UsageError(
-          `text ${i} (${excerpt(texts[i]!)}) is ${ids.length} tokens, beyond the engine's max sequence ${maxSeq} (profile max ${this.profile.max.join("x")}); ` +
-            `the engine cannot take it: rebuild it with --max-shape ${maxBatch}x${ids.length} or more (at most the artifact's max_length), or lower --max-length to ${maxSeq}`,
-        );
-      }
-    });
+    this.checkLengths(texts, inputIds);
 
     const H = this.dimension;
     const fetch = useGraph ? "sentence_embedding" : this.hiddenOutput!;
@@ -163,30 +167,9 @@ export class TrtEmbedder implements Embedder {
     const embeddings = new Array<Float64Array>(texts.length);
     let done = 0;
     for (const batch of batchesOf(order, inputIds, options.unpadded && batchSize === 1 ? { sameLength: maxBatch } : { size: batchSize })) {
-      const rows = batch.map((i) => inputIds[i]!);
-      // Below the profile's minimum batch, rows are repeated to fill it (their results are dropped).
-      while (rows.length < minBatch) rows.push(rows[rows.length - 1]!);
-      const { outputs, log } = await runEngineWithLog({
-        trtexec: this.trtexec,
-        engine: this.enginePath,
-        batch: rows,
-        padId: this.tokenizer.padId,
-        inputNames: this.inputNames,
-        seqLength: minSeq,
-        ...this.runOptions,
-      });
-      this.runs++;
-      const gpu = parseTrtexecLog(log).gpu;
-      if (gpu) {
-        this.device = { name: gpu.name, ...(gpu.computeCapability !== undefined && { computeCapability: gpu.computeCapability }) };
-        if (this.builtOn) checkEngineDevice(this.enginePath, this.builtOn, this.device);
-      }
-      const out = outputs.get(fetch);
-      if (!out) {
-        throw new ToolFailedError(`trtexec ran ${this.enginePath} but its outputs (${[...outputs.keys()].join(", ")}) have no ${fetch}; the engine is not the one the manifest describes: rebuild it with bge build`);
-      }
-      const S = Math.max(minSeq, ...rows.map((r) => r.length));
-      checkDims(out, fetch, useGraph ? [rows.length, H] : [rows.length, S, H], this.enginePath);
+      const { outputs, rows, S } = await this.runBatch(batch.map((i) => inputIds[i]!));
+      const out = this.output(outputs, fetch);
+      checkDims(out, fetch, useGraph ? [rows, H] : [rows, S, H], this.enginePath);
       batch.forEach((ti, r) => {
         if (useGraph) {
           embeddings[ti] = Float64Array.from(out.values.subarray(r * H, (r + 1) * H));
@@ -200,6 +183,117 @@ export class TrtEmbedder implements Embedder {
       options.onProgress?.(done, texts.length);
     }
     return { embeddings, inputIds };
+  }
+
+  /**
+   * bge-m3's heads from the engine's outputs, as OnnxEmbedder.embedHeads reads them from the graph:
+   * dense as {@link embed} computes it; sparse as FlagEmbedding post-processes `sparse_weights`
+   * (specials and weights ≤ 0 dropped, max per id; the weight left at special tokens is reported as
+   * specialWeight); ColBERT as the `colbert_vectors` rows of the text's tokens after CLS, as they are.
+   */
+  async embedHeads(
+    texts: readonly string[],
+    kind: TextKind,
+    want: readonly Head[],
+    options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<HeadsResult> {
+    const batchSize = Math.min(options.batchSize ?? 32, this.profile.max[0]);
+    const { maxLength, pooling, normalize } = this.spec;
+    const instruction = this.spec.queryInstruction;
+    const inputIds = this.cachedIds(texts, `${kind}\u0000${maxLength}\u0000${instruction ?? ""}`, undefined, () =>
+      texts.map((t) => this.tokenizer.encode(applyInstruction(t, instruction, kind), maxLength)),
+    );
+    this.checkLengths(texts, inputIds);
+    const H = this.dimension;
+    const dense = this.useGraphPooling ? "sentence_embedding" : this.hiddenOutput!;
+    const result = new Array<M3Output>(texts.length);
+    const order = inputIds.map((_, i) => i).sort((a, b) => inputIds[b]!.length - inputIds[a]!.length || a - b);
+    let done = 0;
+    for (const batch of batchesOf(order, inputIds, { size: batchSize })) {
+      const { outputs, rows, S } = await this.runBatch(batch.map((i) => inputIds[i]!));
+      const d = this.output(outputs, dense);
+      checkDims(d, dense, this.useGraphPooling ? [rows, H] : [rows, S, H], this.enginePath);
+      const sw = want.includes("sparse") ? this.output(outputs, "sparse_weights") : undefined;
+      if (sw) checkDims(sw, "sparse_weights", [rows, S], this.enginePath);
+      const cv = want.includes("colbert") ? this.output(outputs, "colbert_vectors") : undefined;
+      const D = cv?.dims[2] ?? 0;
+      if (cv) checkDims(cv, "colbert_vectors", [rows, S - 1, D], this.enginePath);
+      batch.forEach((ti, r) => {
+        const ids = inputIds[ti]!;
+        const len = ids.length;
+        let vec: Float64Array;
+        if (this.useGraphPooling) vec = Float64Array.from(d.values.subarray(r * H, (r + 1) * H));
+        else {
+          const pooled = poolHidden(d.values.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), pooling);
+          vec = normalize ? l2Normalize(pooled) : pooled;
+        }
+        const o: M3Output = { dense: vec };
+        if (sw) {
+          const row = sw.values.subarray(r * S, r * S + len);
+          o.sparse = sparseFromTokenWeights(ids, row, this.specials);
+          o.specialWeight = 0;
+          ids.forEach((id, t) => {
+            if (this.specials.has(id)) o.specialWeight = Math.max(o.specialWeight!, row[t]!);
+          });
+        }
+        if (cv) {
+          const base = r * (S - 1) * D;
+          o.colbert = Array.from({ length: len - 1 }, (_, t) => Float64Array.from(cv.values.subarray(base + t * D, base + (t + 1) * D)));
+        }
+        result[ti] = o;
+      });
+      done += batch.length;
+      options.onProgress?.(done, texts.length);
+    }
+    return { outputs: result, inputIds };
+  }
+
+  /** Checked before any run: a half-done verify that dies on text 90 wastes every run before it. */
+  private checkLengths(texts: readonly string[], inputIds: readonly number[][]): void {
+    const [maxBatch, maxSeq] = this.profile.max;
+    inputIds.forEach((ids, i) => {
+      if (ids.length > maxSeq) {
+        throw new UsageError(
+          `text ${i} (${excerpt(texts[i]!)}) is ${ids.length} tokens, beyond the engine's max sequence ${maxSeq} (profile max ${this.profile.max.join("x")}); ` +
+            `the engine cannot take it: rebuild it with --max-shape ${maxBatch}x${ids.length} or more (at most the artifact's max_length), or lower --max-length to ${maxSeq}`,
+        );
+      }
+    });
+  }
+
+  /**
+   * One trtexec run on a batch of token-id rows (padded to the longest, at least the profile's
+   * minimum sequence); below the profile's minimum batch the last row is repeated (its results are
+   * dropped). The run's log binds the engine to its GPU before any output is used.
+   */
+  private async runBatch(ids: number[][]): Promise<{ outputs: Map<string, ExportedTensor>; rows: number; S: number }> {
+    const [minBatch, minSeq] = this.profile.min;
+    const rows = [...ids];
+    while (rows.length < minBatch) rows.push(rows[rows.length - 1]!);
+    const { outputs, log } = await runEngineWithLog({
+      trtexec: this.trtexec,
+      engine: this.enginePath,
+      batch: rows,
+      padId: this.tokenizer.padId,
+      inputNames: this.inputNames,
+      seqLength: minSeq,
+      ...this.runOptions,
+    });
+    this.runs++;
+    const gpu = parseTrtexecLog(log).gpu;
+    if (gpu) {
+      this.device = { name: gpu.name, ...(gpu.computeCapability !== undefined && { computeCapability: gpu.computeCapability }) };
+      if (this.builtOn) checkEngineDevice(this.enginePath, this.builtOn, this.device);
+    }
+    return { outputs, rows: rows.length, S: Math.max(minSeq, ...rows.map((r) => r.length)) };
+  }
+
+  private output(outputs: Map<string, ExportedTensor>, name: string): ExportedTensor {
+    const out = outputs.get(name);
+    if (!out) {
+      throw new ToolFailedError(`trtexec ran ${this.enginePath} but its outputs (${[...outputs.keys()].join(", ")}) have no ${name}; the engine is not the one the manifest describes: rebuild it with bge build`);
+    }
+    return out;
   }
 
   /** Token ids of a texts array already tokenised with the same settings (verify runs each list twice). */

@@ -85,7 +85,8 @@ export async function buildEngines(options: BuildEnginesOptions): Promise<{ mani
     if (!previous) throw new UsageError(`${dir}: not an artifact folder (no manifest.json); make one with bge export`);
     const config = await readEncoderConfig(dir);
     const inputs = encoderInputNames(config);
-    const outputs = encoderOutputNames(previous.pooling);
+    // bge-m3's heads are outputs of the same graph, so the engine carries them as well.
+    const outputs = encoderOutputNames(previous.pooling, previous.heads);
     const shapes = defaultShapes(previous.max_length, options.shapes);
     if (shapes.max[1] > previous.max_length) {
       throw new UsageError(`--max-shape ${shapes.max.join("x")}: sequences longer than the artifact's max_length ${previous.max_length} never reach the engine; use at most ${shapes.max[0]}x${previous.max_length}`);
