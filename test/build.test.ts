@@ -119,4 +119,55 @@ describe("bge build through each TensorRT family's trtexec", () => {
     expect(order.code).toBe(2);
     expect(order.stderr).toMatch(/min <= opt <= max/);
   });
+
+  it("a named profile beside the default engine: model.fp16.<name>.plan for longer inputs, taken by embed when --max-length asks for more; refused beyond the model's positions or with a bad name", async () => {
+    // An artifact with max_length 64: the default engine takes 64 tokens, a "long" one up to the tiny model's 512 positions.
+    const artifact = join(root, "art-profile");
+    expect((await runBge(["export", tiny, "-o", artifact, "--precision", "fp32", "--max-length", "64", "--quiet"])).code).toBe(0);
+    const v = trtexec["10.16.0"]!;
+    expect((await runBge(["build", artifact, "--precision", "fp16", "--trtexec", v, "--quiet"])).code).toBe(0);
+    const r = await runBge(["build", artifact, "--precision", "fp16", "--profile", "long", "--opt-shape", "1x256", "--max-shape", "2x512", "--trtexec", v, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = await readManifest(artifact);
+    const engines = manifest.files.filter((f) => f.role === "trt-fp16");
+    expect(engines.map((f) => [f.path, f.trt!.profile, f.trt!.shapes.max, f.trt!.log])).toEqual([
+      ["model.fp16.plan", undefined, [32, 64], "model.fp16.log"],
+      ["model.fp16.long.plan", "long", [2, 512], "model.fp16.long.log"],
+    ]);
+    expect(existsSync(join(artifact, "model.fp16.long.log"))).toBe(true);
+
+    // 300 tokens: the default engine cannot take them; --max-length 512 picks the long engine, whose
+    // vectors match the ONNX graph's at the same length.
+    const text = Array.from({ length: 300 }, (_, i) => ["hello", "world", "你好"][i % 3]).join(" ");
+    const viaTrt = await runBge(["embed", artifact, text, "--backend", "trt", "--precision", "fp16", "--max-length", "512", "--trtexec", v, "--json"]);
+    expect(viaTrt.code, viaTrt.stderr).toBe(0);
+    const viaOnnx = await runBge(["embed", artifact, text, "--max-length", "512", "--json"]);
+    expect(viaOnnx.code, viaOnnx.stderr).toBe(0);
+    const [a, b] = [viaTrt, viaOnnx].map((x) => (JSON.parse(x.stdout) as { embeddings: number[][] }).embeddings[0]!);
+    const dot = a!.reduce((sum, x, i) => sum + x * b![i]!, 0);
+    expect(dot).toBeGreaterThan(0.999);
+    // The default engine, named, refuses that length: the pick above was the long engine.
+    const viaDefault = await runBge(["embed", join(artifact, "model.fp16.plan"), text, "--max-length", "512", "--trtexec", v]);
+    expect(viaDefault.code).toBe(2);
+    expect(viaDefault.stderr).toMatch(/beyond the engine's max sequence 64/);
+    // At the artifact's max_length the default engine runs (and truncates as FlagModel does).
+    const short = await runBge(["embed", artifact, text, "--backend", "trt", "--precision", "fp16", "--trtexec", v, "--json"]);
+    expect(short.code, short.stderr).toBe(0);
+
+    // verify --backend trt verifies both engines of the precision.
+    const ver = await runBge(["verify", artifact, "--golden", golden, "--backend", "trt", "--trtexec", v, "--json", "--allow-settings-mismatch"]);
+    expect(ver.code, ver.stderr).toBe(0);
+    const paths = (JSON.parse(ver.stdout) as { artifacts: { candidate: { path: string } }[] }).artifacts.map((x) => x.candidate.path);
+    expect(paths).toEqual([join(artifact, "model.fp16.plan"), join(artifact, "model.fp16.long.plan")]);
+
+    const beyond = await runBge(["build", artifact, "--precision", "fp16", "--profile", "huge", "--max-shape", "1x1024", "--trtexec", v]);
+    expect(beyond.code).toBe(2);
+    expect(beyond.stderr).toMatch(/position table takes at most 512 tokens/);
+    const badName = await runBge(["build", artifact, "--precision", "fp16", "--profile", "../x", "--trtexec", v]);
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toMatch(/--profile "\.\.\/x": a profile name is/);
+    const defaultTooLong = await runBge(["build", artifact, "--precision", "fp16", "--max-shape", "2x512", "--trtexec", v]);
+    expect(defaultTooLong.code).toBe(2);
+    expect(defaultTooLong.stderr).toMatch(/never reach the default engine.*--profile NAME/);
+  }, 180_000);
 });

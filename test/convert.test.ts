@@ -276,7 +276,18 @@ describe("bge convert", () => {
     const few = join(root, "few.txt");
     await writeFile(few, "hello world\n你好，世界\nthe quick brown fox jumps over the lazy dog\n向量检索\n");
     const small = join(root, "pipeline-trt.json");
-    await writeFile(small, JSON.stringify({ model: "bge-fixture/test", calibration: { texts: calibration }, verification: { texts: few } }));
+    // max_length 64 with a named "long" profile beside the default one: two engines per precision.
+    await writeFile(
+      small,
+      JSON.stringify({
+        model: "bge-fixture/test",
+        max_length: 64,
+        shapes: { min: "1x2", opt: "4x32", max: "8x64" },
+        profiles: { long: { min: "1x2", opt: "1x256", max: "2x512" } },
+        calibration: { texts: calibration },
+        verification: { texts: few },
+      }),
+    );
     const out = join(root, "tiny-trt");
     const run = async () => {
       const r = await runBge(["convert", tiny, "-o", out, "--pipeline", small, "--precision", "fp16,int8", "--trtexec", trtexec, "--json"]);
@@ -285,16 +296,32 @@ describe("bge convert", () => {
     };
     const first = await run();
     expect(first.engines.trtexec?.version).toBe("10.16.0");
-    expect(first.engines.built.sort()).toEqual(["model.fp16.plan", "model.int8.plan"]);
+    expect(first.engines.built.sort()).toEqual(["model.fp16.long.plan", "model.fp16.plan", "model.int8.long.plan", "model.int8.plan"]);
     expect(ran(first)).toEqual(["checkpoint", "export", "quantize", "build", "golden", "verify"]);
     const engines = first.artifacts.filter((a) => a.backend === "trt");
-    expect(engines.map((a) => a.role)).toEqual(["trt-fp16", "trt-int8"]);
+    expect(engines.map((a) => a.role).sort()).toEqual(["trt-fp16", "trt-fp16", "trt-int8", "trt-int8"]);
     for (const e of engines) {
       expect(e.pass).toBe(true);
       expect(e.trt_runs).toBeGreaterThan(0);
     }
     const manifest = await readManifest(out);
-    expect(Object.keys(manifest.parity)).toEqual(expect.arrayContaining(["model.fp16.plan", "model.int8.plan"]));
+    expect(Object.keys(manifest.parity)).toEqual(expect.arrayContaining(["model.fp16.plan", "model.int8.plan", "model.fp16.long.plan", "model.int8.long.plan"]));
+    expect(manifest.files.filter((f) => f.trt).map((f) => [f.path, f.trt!.profile ?? null, f.trt!.shapes.max]).sort()).toEqual([
+      ["model.fp16.long.plan", "long", [2, 512]],
+      ["model.fp16.plan", null, [8, 64]],
+      ["model.int8.long.plan", "long", [2, 512]],
+      ["model.int8.plan", null, [8, 64]],
+    ]);
+    expect(Object.keys(manifest.convert!.stages).filter((k) => k.startsWith("build-") || k.startsWith("verify-trt-")).sort()).toEqual([
+      "build-fp16",
+      "build-fp16-long",
+      "build-int8",
+      "build-int8-long",
+      "verify-trt-fp16",
+      "verify-trt-fp16-long",
+      "verify-trt-int8",
+      "verify-trt-int8-long",
+    ]);
     const again = await run();
     expect(ran(again)).toEqual(["checkpoint"]);
     expect(again.artifacts.every((a) => a.reused)).toBe(true);

@@ -60,6 +60,11 @@ export interface EngineRecord {
   outputs: string[];
   int8_source?: "qdq" | "calib";
   strongly_typed?: boolean;
+  /**
+   * A named profile beside the default one (bge-m3's "8192": long inputs): the engine is
+   * model.<precision>.<profile>.plan, and runners take it for inputs the default engine cannot.
+   */
+  profile?: string;
 }
 
 export interface ParityRecord {

@@ -70,7 +70,17 @@ describe("bundled pipelines", () => {
       expect(p.max_length!).toBeLessThanOrEqual(shape.maxPositionEmbeddings - offset);
       const [, maxSeq] = batchSeq(p.shapes!.max);
       expect(maxSeq).toBe(p.max_length);
+      // Named profiles are for longer inputs, within the position table: bge-m3's 8192.
+      for (const [name, profile] of Object.entries(p.profiles ?? {})) {
+        const [, seq] = batchSeq(profile.max);
+        expect(seq, `${p.model} ${name}`).toBeGreaterThan(p.max_length!);
+        expect(seq, `${p.model} ${name}`).toBeLessThanOrEqual(shape.maxPositionEmbeddings - offset);
+      }
     }
+    const m3 = pipelines.find((p) => p.model === "BAAI/bge-m3")!;
+    expect(Object.keys(m3.profiles ?? {})).toEqual(["8192"]);
+    expect(batchSeq(m3.profiles!["8192"]!.max)[1]).toBe(8192);
+    expect(pipelines.filter((p) => p.profiles).map((p) => p.model)).toEqual(["BAAI/bge-m3"]);
   });
 
   it("builds fp32, fp16 and int8 at SPEC.md's default tolerances", () => {
@@ -183,7 +193,7 @@ describe("readPipeline refuses a malformed pipeline (exit 2, naming the file and
   it("an unknown key, listing the known ones", async () => {
     expect(await refusal((p) => (p.precisions.fp16.min_cosin = 0.9))).toMatch(/precisions\.fp16\.min_cosin is not a tolerance \(use min_cosine, mean_cosine, batch_drift, topk_agreement, norm, token_mismatches\)/);
     expect(await refusal((p) => (p.precisions.int4 = {}))).toMatch(/precisions\.int4 is not a precision \(use fp32, fp16, int8\)/);
-    expect(await refusal((p) => (p.tolerance = 0.9))).toMatch(/tolerance is not a pipeline field \(use model, revision, notes, max_length, query_instruction, precisions, shapes, calibration, verification\)/);
+    expect(await refusal((p) => (p.tolerance = 0.9))).toMatch(/tolerance is not a pipeline field \(use model, revision, notes, max_length, query_instruction, precisions, shapes, profiles, calibration, verification\)/);
     expect(await refusal((p) => (p.verification.passages = "texts/p.txt"))).toMatch(/verification\.passages is not a verification field \(use texts, queries\)/);
   });
 
@@ -225,6 +235,15 @@ describe("readPipeline refuses a malformed pipeline (exit 2, naming the file and
     expect(await refusal((p) => (p.shapes = { min: "1x256", opt: "32x128", max: "64x512" }))).toMatch(/shapes\.min 1x256 exceeds shapes\.opt 32x128/);
     expect(await refusal((p) => (p.shapes = { min: "1x2", opt: "32x128", max: "8192x512" }))).toMatch(/shapes\.max is 8192x512; a batch may be at most 4096/);
     expect(await refusal((p) => (p.shapes = { min: "1x2", opt: "32x128", max: "64x256" }))).toMatch(/shapes\.max 64x256 takes sequences of at most 256 tokens but max_length is 512: raise shapes\.max to Bx512 or lower max_length/);
+  });
+
+  it("named profiles: corners in order, longer than max_length (the default profile covers that), a name fit for a file name", async () => {
+    expect(await refusal((p) => (p.profiles = { long: { min: "1x2", opt: "2x4096", max: "1x8192" } }))).toMatch(/profiles\.long\.opt 2x4096 exceeds profiles\.long\.max 1x8192/);
+    expect(await refusal((p) => (p.profiles = { long: { min: "1x2", opt: "1x128", max: "4x512" } }))).toMatch(/profiles\.long\.max 4x512 takes no longer sequences than max_length 512, which the default profile \(shapes\) already covers/);
+    expect(await refusal((p) => (p.profiles = { "../x": { min: "1x2", opt: "1x128", max: "4x1024" } }))).toMatch(/profiles has a key "\.\.\/x"; a profile name is 1–32 lowercase letters, digits and -/);
+    const file = join(dir, "profiles.json");
+    await writeFile(file, JSON.stringify({ ...good, profiles: { "8192": { min: "1x2", opt: "1x2048", max: "4x8192" } } }));
+    expect((await readPipeline(file)).profiles).toEqual({ "8192": { min: "1x2", opt: "1x2048", max: "4x8192" } });
   });
 
   it("a percentile without method percentile", async () => {

@@ -29,6 +29,12 @@ export const PIPELINE_SCHEMA = join(PIPELINES_DIR, "pipeline.schema.json");
 /** A batch × sequence corner of a TensorRT profile, as written: `32x128`. */
 export type BatchSeq = `${number}x${number}`;
 
+export interface ProfileShapes {
+  min: BatchSeq;
+  opt: BatchSeq;
+  max: BatchSeq;
+}
+
 /**
  * A declarative recipe (pipelines/<model>.json, validated against pipelines/pipeline.schema.json).
  * Every file path in it is absolute here: the file gives them relative to its own folder.
@@ -48,7 +54,9 @@ export interface Pipeline {
    * Look one up with `pipelineTolerance`, which also finds int8's for the int8-qdq graph.
    */
   precisions?: Record<string, PipelineTolerance>;
-  shapes?: { min: BatchSeq; opt: BatchSeq; max: BatchSeq };
+  shapes?: ProfileShapes;
+  /** Named profiles beside the default one, each built into model.<precision>.<name>.plan (bge-m3: "8192"). */
+  profiles?: Record<string, ProfileShapes>;
   calibration?: { texts: string; method?: "minmax" | "percentile" | "entropy"; percentile?: number; max_texts?: number };
   verification?: { texts: string; queries?: string };
 }
@@ -144,7 +152,9 @@ function keyNoun(parent: string): string {
 /** One message per field that the schema refused, saying what it got and what is accepted. */
 function schemaMessages(errors: ErrorObject[], root: SchemaNode): string[] {
   const byField = new Map<string, string>();
-  for (const e of errors) {
+  // A bad key is reported twice (its pattern, then propertyNames naming the key): the naming one first.
+  const ordered = [...errors].sort((a, b) => Number(b.keyword === "propertyNames") - Number(a.keyword === "propertyNames"));
+  for (const e of ordered) {
     const parent = e.parentSchema as Record<string, unknown> | undefined;
     let field: string;
     let message: string;
@@ -157,6 +167,11 @@ function schemaMessages(errors: ErrorObject[], root: SchemaNode): string[] {
       field = fieldPath(e.instancePath, (e.params as { missingProperty: string }).missingProperty);
       const node = deref(((parent?.properties as Record<string, SchemaNode> | undefined) ?? {})[field.split(".").pop()!], root);
       message = `${field} is missing${node ? ` (${describeAccepted(node)})` : ""}`;
+    } else if (e.keyword === "propertyNames") {
+      // A key that must be a name (profiles: it becomes part of a file name).
+      const name = (e.params as { propertyName: string }).propertyName;
+      field = fieldPath(e.instancePath);
+      message = `${field} has a key ${JSON.stringify(name)}; a profile name is 1–32 lowercase letters, digits and -, starting with a letter or digit`;
     } else if (e.keyword === "minProperties") {
       field = fieldPath(e.instancePath);
       message = `${field} is empty; list at least one of ${Object.keys((parent?.properties as object | undefined) ?? {}).join(", ")}`;
@@ -176,23 +191,37 @@ export function batchSeq(shape: BatchSeq): [number, number] {
   return [b!, s!];
 }
 
+/** A profile's corners within the CLI's limits and in order (min ≤ opt ≤ max in batch and in sequence). */
+function profileProblems(field: string, shapes: ProfileShapes): string[] {
+  const problems: string[] = [];
+  const corners = (["min", "opt", "max"] as const).map((k) => [k, batchSeq(shapes[k])] as const);
+  for (const [k, [b, s]] of corners) {
+    if (b > MAX_BATCH || s > MAX_SEQUENCE) problems.push(`${field}.${k} is ${shapes[k]}; a batch may be at most ${MAX_BATCH} and a sequence at most ${MAX_SEQUENCE}`);
+  }
+  for (let i = 0; i + 1 < corners.length; i++) {
+    const [ka, [ba, sa]] = corners[i]!;
+    const [kb, [bb, sb]] = corners[i + 1]!;
+    if (ba > bb || sa > sb) problems.push(`${field}.${ka} ${shapes[ka]} exceeds ${field}.${kb} ${shapes[kb]} (batch and sequence must each keep min ≤ opt ≤ max)`);
+  }
+  return problems;
+}
+
 /** What the schema cannot say: a profile's corners in order and within limits, and a corpus that exists. */
 async function semanticChecks(p: Omit<Pipeline, "file">, dir: string): Promise<string[]> {
   const problems: string[] = [];
+  const maxLength = p.max_length ?? DEFAULT_MAX_LENGTH;
   if (p.shapes) {
-    const corners = (["min", "opt", "max"] as const).map((k) => [k, batchSeq(p.shapes![k])] as const);
-    for (const [k, [b, s]] of corners) {
-      if (b > MAX_BATCH || s > MAX_SEQUENCE) problems.push(`shapes.${k} is ${p.shapes[k]}; a batch may be at most ${MAX_BATCH} and a sequence at most ${MAX_SEQUENCE}`);
-    }
-    for (let i = 0; i + 1 < corners.length; i++) {
-      const [ka, [ba, sa]] = corners[i]!;
-      const [kb, [bb, sb]] = corners[i + 1]!;
-      if (ba > bb || sa > sb) problems.push(`shapes.${ka} ${p.shapes[ka]} exceeds shapes.${kb} ${p.shapes[kb]} (batch and sequence must each keep min ≤ opt ≤ max)`);
-    }
-    const maxLength = p.max_length ?? DEFAULT_MAX_LENGTH;
-    const [, maxSeq] = corners[2]![1];
+    problems.push(...profileProblems("shapes", p.shapes));
+    const [, maxSeq] = batchSeq(p.shapes.max);
     if (maxSeq < maxLength) {
       problems.push(`shapes.max ${p.shapes.max} takes sequences of at most ${maxSeq} tokens but max_length is ${maxLength}${p.max_length === undefined ? " (the default)" : ""}: raise shapes.max to Bx${maxLength} or lower max_length`);
+    }
+  }
+  for (const [name, shapes] of Object.entries(p.profiles ?? {})) {
+    problems.push(...profileProblems(`profiles.${name}`, shapes));
+    // A named profile is there for what the default one cannot take.
+    if (batchSeq(shapes.max)[1] <= maxLength) {
+      problems.push(`profiles.${name}.max ${shapes.max} takes no longer sequences than max_length ${maxLength}, which the default profile (shapes) already covers: a named profile is for longer inputs`);
     }
   }
   if (p.calibration?.percentile !== undefined && p.calibration.method !== "percentile") {

@@ -276,12 +276,13 @@ export function buildProgram(): Command {
     .option("--min-shape <BxS>", "smallest batch × sequence the engine takes (default 1x2)", batchSeqOption("--min-shape"))
     .option("--opt-shape <BxS>", "batch × sequence the engine is tuned for (default 8x128)", batchSeqOption("--opt-shape"))
     .option("--max-shape <BxS>", "largest batch × sequence (default 32x the artifact's max_length)", batchSeqOption("--max-shape"))
+    .option("--profile <name>", "a named profile beside the default engine: model.<precision>.<name>.plan, whose max sequence may exceed max_length up to the model's positions (bge-m3: --profile 8192 --max-shape 4x8192); runners take it for longer --max-length")
     .addOption(new Option("--int8-source <source>", "int8: the Q/DQ graph (bge quantize; the only path on TensorRT 11) or implicit INT8 from the calibration cache (8.6/10)").choices(["qdq", "calib"]).default("qdq"))
     .option("--strongly-typed", "TensorRT 10: take precision from the graph's own types (fp16 from model.fp16.onnx)", false)
     .option("--timing-cache <file>", "trtexec timing cache to read and update (speeds up rebuilds)")
     .option("--workspace <MiB>", "builder workspace memory pool", integerOption("--workspace", { min: 1, max: 1 << 20 }))
     .option("--opt-level <n>", "builder optimisation level", integerOption("--opt-level", { min: 0, max: 5 }))
-    .addHelpText("after", "\nExample:\n  bge build /tmp/t-onnx --precision fp16,int8 --max-shape 32x512\n  bge verify /tmp/t-onnx --golden golden.json --precision fp16 --backend trt")
+    .addHelpText("after", "\nExample:\n  bge build /tmp/t-onnx --precision fp16,int8 --max-shape 32x512\n  bge build /tmp/m3-onnx --precision fp16 --profile 8192 --opt-shape 1x2048 --max-shape 4x8192\n  bge verify /tmp/t-onnx --golden golden.json --precision fp16 --backend trt")
     .action(async (artifact: string, opts, cmd: Command) => {
       await buildCommand(
         {
@@ -289,6 +290,7 @@ export function buildProgram(): Command {
           precisions: opts.precision,
           trtexec: opts.trtexec,
           shapes: { ...(opts.minShape ? { min: opts.minShape } : {}), ...(opts.optShape ? { opt: opts.optShape } : {}), ...(opts.maxShape ? { max: opts.maxShape } : {}) },
+          ...(opts.profile !== undefined ? { profile: opts.profile } : {}),
           int8Source: opts.int8Source,
           stronglyTyped: opts.stronglyTyped,
           timingCache: opts.timingCache,

@@ -9,6 +9,7 @@ export interface BuildCommandOptions {
   precisions: EnginePrecision[];
   trtexec?: string;
   shapes: Partial<EngineShapes>;
+  profile?: string;
   int8Source: "qdq" | "calib";
   stronglyTyped: boolean;
   timingCache?: string;
@@ -32,6 +33,7 @@ export async function buildCommand(options: BuildCommandOptions, out: Output): P
     precisions: options.precisions,
     trtexec,
     shapes: options.shapes,
+    ...(options.profile !== undefined ? { profile: options.profile } : {}),
     int8Source: options.int8Source,
     stronglyTyped: options.stronglyTyped,
     timingCache: options.timingCache,

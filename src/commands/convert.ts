@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { join, resolve, sep } from "node:path";
 import type { Output } from "../cli/output.js";
-import { batchSeq, loadPipelineFor, pipelineTolerance, readPipeline, type Pipeline } from "../artifacts/pipeline.js";
+import { batchSeq, loadPipelineFor, pipelineTolerance, readPipeline, type Pipeline, type ProfileShapes } from "../artifacts/pipeline.js";
 import { readModelSpec } from "../checkpoint/model-spec.js";
 import { resolveModelDir } from "../checkpoint/resolve-model.js";
 import { convert, CONVERT_PRECISIONS, type ConvertPrecision } from "../convert/convert.js";
@@ -48,9 +48,11 @@ function defaultCorpora(modelId: string): { calibration: string[]; verification:
 /** What a pipeline asks of convert, in convert's terms. */
 function fromPipeline(p: Pipeline) {
   const precisions = p.precisions ? (Object.keys(p.precisions).filter((k) => (CONVERT_PRECISIONS as readonly string[]).includes(k)) as ConvertPrecision[]) : undefined;
-  const shapes: Partial<EngineShapes> | undefined = p.shapes ? { min: batchSeq(p.shapes.min), opt: batchSeq(p.shapes.opt), max: batchSeq(p.shapes.max) } : undefined;
+  const corners = (x: ProfileShapes): EngineShapes => ({ min: batchSeq(x.min), opt: batchSeq(x.opt), max: batchSeq(x.max) });
+  const shapes: Partial<EngineShapes> | undefined = p.shapes ? corners(p.shapes) : undefined;
+  const profiles = p.profiles ? Object.fromEntries(Object.entries(p.profiles).map(([name, x]) => [name, corners(x)])) : undefined;
   const calibration = p.calibration ? { files: [p.calibration.texts], method: p.calibration.method ?? "minmax", percentile: p.calibration.percentile, maxTexts: p.calibration.max_texts } : undefined;
-  return { precisions, calibration, shapes, verification: p.verification, maxLength: p.max_length, instruction: p.query_instruction, tolerance: (precision: string) => pipelineTolerance(p, precision) };
+  return { precisions, calibration, shapes, profiles, verification: p.verification, maxLength: p.max_length, instruction: p.query_instruction, tolerance: (precision: string) => pipelineTolerance(p, precision) };
 }
 
 function isInside(path: string, dir: string): boolean {
@@ -106,6 +108,7 @@ export async function convertCommand(options: ConvertCommandOptions, out: Output
     calibration,
     trtexec: options.trtexec,
     shapes: pipeline?.shapes,
+    ...(pipeline?.profiles ? { profiles: pipeline.profiles } : {}),
     force: options.force,
     batchSize: options.batchSize,
     version: pkg.version,

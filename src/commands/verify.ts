@@ -57,14 +57,15 @@ async function candidateTargets(
         backend === "trt" ? `${candidate} has no TensorRT engine to verify; build them with bge build ${candidate} --precision fp16,int8` : `${candidate}: the manifest lists no ONNX model to verify`,
       );
     }
-    const wanted = precision ?? models.map((f) => precisionOfRole(f.role)!);
-    const targets = wanted.map((p) => {
-      const f = models.find((x) => precisionOfRole(x.role) === p);
-      if (!f) {
+    const wanted = precision ?? [...new Set(models.map((f) => precisionOfRole(f.role)!))];
+    const targets = wanted.flatMap((p) => {
+      const of = models.filter((x) => precisionOfRole(x.role) === p);
+      if (!of.length) {
         const hint = backend !== "trt" ? "" : (TRT_PRECISIONS as readonly string[]).includes(p) ? `; build it with bge build ${candidate} --precision ${p}` : `; engines are ${TRT_PRECISIONS.join(", ")}`;
-        throw new UsageError(`${candidate} has no ${p} ${what} (it has: ${models.map((x) => precisionOfRole(x.role)).join(", ")})${hint}`);
+        throw new UsageError(`${candidate} has no ${p} ${what} (it has: ${[...new Set(models.map((x) => precisionOfRole(x.role)))].join(", ")})${hint}`);
       }
-      return { path: full, precision: p };
+      // Every engine of the precision: the default profile's and each named one's (bge-m3's 8192).
+      return backend === "trt" ? of.map((f) => ({ path: join(full, f.path), precision: p })) : [{ path: full, precision: p }];
     });
     return { manifest, targets };
   }

@@ -15,7 +15,7 @@ import type { ReportEntry } from "../parity/report.js";
 import { recordVerdicts, verifyTarget, type VerifyBackend } from "../parity/verify-target.js";
 import type { CalibrationMethod } from "../quantize/calibrate.js";
 import { quantizeArtifact } from "../quantize/quantize-artifact.js";
-import { buildEngines, ENGINE_ROLES, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
+import { buildEngines, ENGINE_ROLES, engineFileName, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
 import { discoverTrtexec, versionString, type TrtexecInfo } from "../trt/discover-trtexec.js";
 import { lockFolder } from "../util/folder-lock.js";
 import { pathExists } from "../util/fs.js";
@@ -53,6 +53,8 @@ export interface ConvertOptions {
   /** `--trtexec`: when given, a missing trtexec is an error (exit 3), not a skipped stage. */
   trtexec?: string;
   shapes?: Partial<EngineShapes>;
+  /** Named profiles built beside the default one (pipeline `profiles`: bge-m3's "8192"). */
+  profiles?: Record<string, EngineShapes>;
   /** Run every stage whatever its key says. */
   force: boolean;
   batchSize: number;
@@ -259,25 +261,34 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     done("build", "skipped", t, [], "neither fp16 nor int8 in --precision");
   } else {
     manifest = await readManifest(dir);
-    const shapesOption = options.shapes ?? {};
-    const todo: EnginePrecision[] = [];
-    const records: Record<string, StageRecord> = {};
-    for (const p of enginePrecisions) {
-      const source = manifest.files.find((f) => f.role === (p === "int8" ? ONNX_ROLES["int8-qdq"] : ONNX_ROLES.fp32))!;
-      const inputs = { [source.path]: source.sha256, trtexec: `${trtexec.path} ${versionString(trtexec)}` };
-      const bOptions = { precision: p, shapes: shapesOption, int8_source: "qdq", bge: options.codeId };
-      const key = stageKey(`build-${p}`, inputs, bOptions);
-      records[`build-${p}`] = record(key, inputs, bOptions, []);
-      if (!(await upToDate(dir, manifest, `build-${p}`, key, options.force))) todo.push(p);
-    }
-    if (todo.length) {
-      const { written } = await buildEngines({ artifactDir: dir, precisions: todo, trtexec, shapes: shapesOption, int8Source: "qdq", builtBy, onStage: (m) => log.info(`      ${m}`), onWarn: log.warn });
-      for (const p of todo) records[`build-${p}`]!.outputs = written.filter((f) => f.role === ENGINE_ROLES[p] || f.path === `model.${p}.log`).map((f) => f.path);
-      await recordStages(dir, Object.fromEntries(todo.map((p) => [`build-${p}`, finish(records[`build-${p}`]!, t)])));
+    // The default profile, then each named one (bge-m3's "8192"): one engine per precision each.
+    const profiles: [string | undefined, Partial<EngineShapes>][] = [[undefined, options.shapes ?? {}], ...Object.entries(options.profiles ?? {})];
+    const ran: string[] = [];
+    for (const [profile, shapesOption] of profiles) {
+      const stage = (p: EnginePrecision) => (profile ? `build-${p}-${profile}` : `build-${p}`);
+      const todo: EnginePrecision[] = [];
+      const records: Record<string, StageRecord> = {};
+      for (const p of enginePrecisions) {
+        const source = manifest.files.find((f) => f.role === (p === "int8" ? ONNX_ROLES["int8-qdq"] : ONNX_ROLES.fp32))!;
+        const inputs = { [source.path]: source.sha256, trtexec: `${trtexec.path} ${versionString(trtexec)}` };
+        const bOptions = { precision: p, shapes: shapesOption, int8_source: "qdq", ...(profile ? { profile } : {}), bge: options.codeId };
+        const key = stageKey(stage(p), inputs, bOptions);
+        records[stage(p)] = record(key, inputs, bOptions, []);
+        if (!(await upToDate(dir, manifest, stage(p), key, options.force))) todo.push(p);
+      }
+      if (!todo.length) continue;
+      const { written } = await buildEngines({ artifactDir: dir, precisions: todo, trtexec, shapes: shapesOption, ...(profile ? { profile } : {}), int8Source: "qdq", builtBy, onStage: (m) => log.info(`      ${m}`), onWarn: log.warn });
+      for (const p of todo) {
+        const engine = engineFileName(p, profile);
+        records[stage(p)]!.outputs = written.filter((f) => f.path === engine || f.path === engine.replace(/\.plan$/, ".log")).map((f) => f.path);
+        ran.push(engine);
+      }
+      await recordStages(dir, Object.fromEntries(todo.map((p) => [stage(p), finish(records[stage(p)]!, t)])));
+      manifest = await readManifest(dir);
     }
     manifest = await readManifest(dir);
     builtEngines.push(...manifest.files.filter((f) => enginePrecisions.some((p) => f.role === ENGINE_ROLES[p])).map((f) => f.path));
-    done("build", todo.length ? "ran" : "skipped", t, todo.map((p) => `model.${p}.plan`), todo.length ? undefined : "engines are up to date");
+    done("build", ran.length ? "ran" : "skipped", t, ran, ran.length ? undefined : "engines are up to date");
   }
 
   // ── golden ──
@@ -340,7 +351,8 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     // An engine's vectors are TensorRT's: the trtexec that runs it is one of its inputs.
     if (backend === "trt" && trtexec) inputs.trtexec = `${trtexec.path} ${versionString(trtexec)}`;
     const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.(precision), batch_size: options.batchSize, bge: options.codeId };
-    const name = backend === "trt" ? `verify-trt-${precision}` : `verify-${precision}`;
+    const profile = file.trt?.profile;
+    const name = backend === "trt" ? `verify-trt-${precision}${profile ? `-${profile}` : ""}` : `verify-${precision}`;
     const key = stageKey(name, inputs, vOptions);
     const previous = manifest.convert?.stages[name];
     let report: ReportEntry;
@@ -351,7 +363,8 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     } else {
       const since = Date.now();
       report = await verifyTarget(
-        { path: dir, precision },
+        // An engine by its own path: a precision may have one per profile.
+        { path: backend === "trt" ? join(dir, file.path) : dir, precision },
         {
           golden,
           goldenPath,

@@ -99,7 +99,7 @@ export async function loadEmbedder(target: string, options: LoadEmbedderOptions 
       const engines = manifest.files.filter((f) => f.role.startsWith("trt-") && f.role !== "trt-log");
       if (!engines.length) throw new UsageError(`${target} has no TensorRT engine; build one with bge build ${target} --precision fp16`);
       const wanted = options.precision ?? (engines.some((f) => f.role === "trt-fp32") ? "fp32" : precisionOfRole(engines[0]!.role)!);
-      const file = engines.find((f) => precisionOfRole(f.role) === wanted);
+      const file = pickEngine(engines.filter((f) => precisionOfRole(f.role) === wanted), options.maxLength ?? manifest.max_length);
       if (!file) {
         const has = engines.map((f) => precisionOfRole(f.role)).join(", ");
         const hint = (TRT_PRECISIONS as readonly string[]).includes(wanted) ? `build it with bge build ${target} --precision ${wanted}` : `engines are ${TRT_PRECISIONS.join(", ")}`;
@@ -208,4 +208,18 @@ async function checkGraphMetadata(dir: string, manifest: Manifest, file: Artifac
   if (meta?.normalize !== undefined && meta.normalize !== String(manifest.normalize)) {
     throw new UsageError(`${where}: normalize is ${manifest.normalize} but ${file.path} was exported with normalize ${meta.normalize} (its ONNX metadata): the manifest does not describe this graph`);
   }
+}
+
+/**
+ * Of one precision's engines (the default profile and named ones such as bge-m3's "8192"), the one
+ * for inputs of up to `maxLength` tokens: the default engine where its profile takes them, else the
+ * named engine with the shortest max sequence that does, else the default (whose runs then refuse
+ * each text that is too long, naming the remedy).
+ */
+export function pickEngine(engines: readonly ArtifactFile[], maxLength: number): ArtifactFile | undefined {
+  const maxSeq = (f: ArtifactFile) => f.trt?.shapes?.max?.[1] ?? 0;
+  const fallback = engines.find((f) => !f.trt?.profile) ?? engines[0];
+  if (fallback && maxSeq(fallback) >= maxLength) return fallback;
+  const covering = engines.filter((f) => maxSeq(f) >= maxLength).sort((a, b) => maxSeq(a) - maxSeq(b));
+  return covering[0] ?? fallback;
 }

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
 import { describeFile, verifyManifestFiles, type ArtifactFile, type ArtifactRole, type BuiltBy, type EngineRecord, type Manifest } from "../artifacts/manifest.js";
-import { readEncoderConfig } from "../checkpoint/config.js";
+import { maxModelLength, readEncoderConfig } from "../checkpoint/config.js";
 import { ToolFailedError, UsageError } from "../errors.js";
 import { encoderInputNames, encoderOutputNames, fp32PinnedNodes } from "../onnx/encoder-graph.js";
 import { writeFileAtomic } from "../util/atomic.js";
@@ -10,6 +10,7 @@ import { onInterrupt } from "../util/interrupt.js";
 import { pathExists } from "../util/fs.js";
 import { buildTrtexecArgs, sourceGraphFor, type BatchSeq, type TrtBuildRequest } from "./build-args.js";
 import { versionString, type TrtexecInfo } from "./discover-trtexec.js";
+import { PROFILE_NAME } from "./engine-binding.js";
 import { parseTrtexecLog, tailLines } from "./trtexec-log.js";
 
 export type EnginePrecision = "fp32" | "fp16" | "int8";
@@ -28,6 +29,12 @@ export interface BuildEnginesOptions {
   trtexec: TrtexecInfo;
   /** @default min 1×2, opt 8×min(128, max_length), max 32×max_length (the artifact's) */
   shapes?: Partial<EngineShapes>;
+  /**
+   * A named profile beside the default one (e.g. "8192" for bge-m3's long inputs): engines are
+   * model.<precision>.<profile>.plan, and their max sequence may exceed the artifact's max_length up
+   * to what the model's positions allow (runners take them for longer --max-length).
+   */
+  profile?: string;
   /** int8: from the Q/DQ graph (default; the only path on 11) or from the calibration cache (8.6/10). */
   int8Source?: "qdq" | "calib";
   /** 10.x: precision from the graph's own types (--stronglyTyped). */
@@ -40,6 +47,11 @@ export interface BuildEnginesOptions {
   builtBy: BuiltBy;
   onStage?: (message: string) => void;
   onWarn?: (message: string) => void;
+}
+
+/** model.<precision>.plan for the default profile, model.<precision>.<profile>.plan for a named one. */
+export function engineFileName(precision: EnginePrecision, profile?: string): string {
+  return profile ? `model.${precision}.${profile}.plan` : `model.${precision}.plan`;
 }
 
 /** The default profile: any batch up to 32 of any length the artifact accepts, tuned for 8 × 128. */
@@ -88,8 +100,15 @@ export async function buildEngines(options: BuildEnginesOptions): Promise<{ mani
     // bge-m3's heads are outputs of the same graph, so the engine carries them as well.
     const outputs = encoderOutputNames(previous.pooling, previous.heads);
     const shapes = defaultShapes(previous.max_length, options.shapes);
-    if (shapes.max[1] > previous.max_length) {
-      throw new UsageError(`--max-shape ${shapes.max.join("x")}: sequences longer than the artifact's max_length ${previous.max_length} never reach the engine; use at most ${shapes.max[0]}x${previous.max_length}`);
+    const profile = options.profile;
+    if (profile !== undefined && !PROFILE_NAME.test(profile)) throw new UsageError(`--profile ${JSON.stringify(profile)}: a profile name is 1–32 lowercase letters, digits and -, starting with a letter or digit`);
+    if (profile === undefined && shapes.max[1] > previous.max_length) {
+      throw new UsageError(
+        `--max-shape ${shapes.max.join("x")}: sequences longer than the artifact's max_length ${previous.max_length} never reach the default engine; use at most ${shapes.max[0]}x${previous.max_length}, or build a named profile for longer inputs (--profile NAME)`,
+      );
+    }
+    if (shapes.max[1] > maxModelLength(config)) {
+      throw new UsageError(`--max-shape ${shapes.max.join("x")}: the model's position table takes at most ${maxModelLength(config)} tokens; use at most ${shapes.max[0]}x${maxModelLength(config)}`);
     }
     for (const precision of options.precisions) {
       const int8Source = precision === "int8" ? (options.int8Source ?? "qdq") : undefined;
@@ -102,8 +121,8 @@ export async function buildEngines(options: BuildEnginesOptions): Promise<{ mani
       const needed = new Set([source.path, source.external_data, cache?.path]);
       await verifyManifestFiles(dir, previous, (f) => needed.has(f.path));
 
-      const engineName = `model.${precision}.plan`;
-      const logName = `model.${precision}.log`;
+      const engineName = engineFileName(precision, profile);
+      const logName = engineName.replace(/\.plan$/, ".log");
       const request: TrtBuildRequest = {
         onnx: join(dir, source.path),
         engine: join(staging, engineName),
@@ -140,6 +159,7 @@ export async function buildEngines(options: BuildEnginesOptions): Promise<{ mani
         outputs,
         ...(int8Source ? { int8_source: int8Source } : {}),
         ...(stronglyTyped ? { strongly_typed: true } : {}),
+        ...(profile ? { profile } : {}),
       };
       const builtBy: BuiltBy = { tool: "trtexec", version: versionString(trtexec), args: [trtexec.path, ...args.map((a) => a.split(staging).join(dir))] };
       written.push(await describeFile(staging, engineName, ENGINE_ROLES[precision], { built_by: builtBy, trt: record }));
