@@ -155,12 +155,12 @@ describe("calibrate on the tiny fixture", () => {
 });
 
 /**
- * bge-small-zh-v1.5's shape with planted outliers (write-fixture.ts): 3 hidden dims carry ~100×
- * activations after attention's LayerNorm, and 4 of the 2048 FFN units reach ~1e6 after GELU. The
+ * bge-small-zh-v1.5's shape with planted outliers (write-fixture.ts): 3 hidden dims carry ~8×
+ * activations after attention's LayerNorm, and 4 of the 2048 FFN units reach ~1e5 after GELU. The
  * FFN-output Gemm's input is the tensor that breaks INT8.
  */
 describe.skipIf(!HAVE_SHARED)("calibrate on the outlier fixture (bge-small-zh-v1.5 shape)", () => {
-  it("percentile clips the FFN outliers that min-max keeps; entropy clips LayerNorm's outlier dims; none saves the FFN-output input", async () => {
+  it("percentile clips the FFN outliers that min-max keeps; no method saves the FFN-output input; LayerNorm's outlier dims set its range", async () => {
     const dir = await artifact(await tempDir("bge-calib-out-"), "outliers", { shape: "bge-small-zh-v1.5", tokenizerDir: ZH_TOKENIZER, outliers: true });
     const r = await calibrate({ modelPath: join(dir, "model.fp32.onnx"), artifactDir: dir, texts: await passages(40), method: "minmax" });
     for (let layer = 0; layer < 4; layer++) {
@@ -168,13 +168,15 @@ describe.skipIf(!HAVE_SHARED)("calibrate on the outlier fixture (bge-small-zh-v1
       const lnOut = r.statistics.get(`/encoder/layer.${layer}/attention/output/LayerNorm/LayerNormalization_output_0`)!;
       const [minmax, percentile, entropy] = METHODS.map((m) => amaxFromStatistics(ffnOut, m));
       expect(minmax, `layer ${layer}`).toBeGreaterThan(1e5);
-      expect(minmax / percentile!, `layer ${layer}`).toBeGreaterThan(2);
-      // The outlier units are ~0.1% of the values, above 99.99%'s cut; their mass is all entropy sees,
-      // the bulk sitting in bin 0 (which the search sets to bin 1's count), so it keeps them too.
-      // Either way one int8 step (amax/127) is larger than 99.9% of |x|: per-tensor int8 zeroes the bulk.
+      expect(minmax / percentile!, `layer ${layer}`).toBeGreaterThan(1.2);
+      // Percentile cuts into the outlier units' tail, entropy (whose bulk sits in bin 0) keeps most of
+      // it; whatever the method, one int8 step (amax/127) is larger than 99.9% of |x|: per-tensor
+      // int8 zeroes the bulk, which only smoothing (or float) saves.
       const bulk = ffnOut.histogram.percentile(99.9);
       for (const a of [minmax!, percentile!, entropy!]) expect(a / 127).toBeGreaterThan(bulk);
-      expect(amaxFromStatistics(lnOut, "minmax") / amaxFromStatistics(lnOut, "entropy"), `layer ${layer}`).toBeGreaterThan(4);
+      // Gain 8 on the outlier dims: their |8·z| sets the range, above the bulk of LayerNorm's outputs (|z| ≲ 3).
+      expect(amaxFromStatistics(lnOut, "minmax"), `layer ${layer}`).toBeGreaterThan(6);
+      expect(amaxFromStatistics(lnOut, "minmax"), `layer ${layer}`).toBeLessThan(50);
     }
   }, 120_000);
 });
