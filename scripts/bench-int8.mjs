@@ -225,6 +225,17 @@ if (MODELS[1].quantization?.activations && !/per tensor/.test(MODELS[1].quantiza
     MODELS.push({ key: "int8-per-tensor", file: "model.int8.onnx", path, quantization, label: "with per-tensor activations (`--activations per-tensor`; information)" });
   }
 }
+// The same int8 graph with calibrated static activation scales and fused MatMulIntegerToFloat
+// (`bge quantize --activations static`), from a copy of the artifact.
+const staticDir = join(bench, "static");
+rmSync(staticDir, { recursive: true, force: true });
+cpSync(artifact, staticDir, { recursive: true, filter: (src) => !/[\\/]\.[^\\/]*$/.test(src) });
+log("bge quantize --activations static …");
+bge("quantize", staticDir, "--calibration", calibrationFile, "--precision", "int8", "--activations", "static", "--quiet");
+{
+  const path = join(staticDir, "model.int8.onnx");
+  MODELS.push({ key: "int8-static", file: "model.int8.onnx", path, quantization: await quantizationOf(path), label: "with static calibrated activations (`--activations static`)" });
+}
 for (const m of MODELS) m.bytes = statSync(m.path).size;
 const sessionOptions = { graphOptimizationLevel: "all", executionMode: "sequential", intraOpNumThreads: THREADS, interOpNumThreads: 1, executionProviders: ["cpu"] };
 
@@ -324,10 +335,12 @@ for (const m of MODELS) {
     perNode.set(e.name, n);
   }
   // Each node's category: by operator type, and by name for what bge's dynamic graph writes around
-  // an unfused MatMulInteger (<place>/input_quantizer/* per token; <place>/Cast, /scale/Mul, /Mul, /Add
-  // after it: back to float, bias).
+  // its integer GEMM (<place>/input_quantizer/* per token; after it <place>/scale/Mul, /Add — and
+  // /Cast, /Mul after a plain MatMulInteger: back to float, row scales, bias).
   const KEY = "_kernel_time";
-  const int8Places = [...perNode].filter(([, n]) => n.op === "MatMulInteger").map(([name]) => name.slice(0, -`/MatMulInteger${KEY}`.length));
+  const int8Places = [...perNode]
+    .filter(([name, n]) => (n.op === "MatMulInteger" || n.op === "MatMulIntegerToFloat") && name.endsWith(`/${n.op}${KEY}`))
+    .map(([name, n]) => name.slice(0, -`/${n.op}${KEY}`.length));
   const EPILOGUE = new Set([`Cast${KEY}`, `scale/Mul${KEY}`, `Mul${KEY}`, `Add${KEY}`]);
   const category = (name, op) => {
     if (INT8_GEMM.has(op)) return "int8_gemm";
@@ -394,13 +407,12 @@ const parity = Object.fromEntries(
     },
   ]),
 );
-const variant = MODELS.find((m) => m.key === "int8-per-tensor");
-if (variant) {
-  log("bge verify of the per-tensor variant …");
+for (const variant of MODELS.filter((m) => m.key === "int8-per-tensor" || m.key === "int8-static")) {
+  log(`bge verify of the ${variant.key} variant …`);
   const vv = spawnSync(process.execPath, [bgeBin, "verify", variant.path, "--golden", golden, "--precision", "int8", "--json"], { encoding: "utf8", maxBuffer: 256 << 20 });
   if (vv.status !== 0 && vv.status !== 1) {
     console.error(vv.stderr);
-    throw new Error(`bge verify (per-tensor variant) exited ${vv.status}`);
+    throw new Error(`bge verify (${variant.key} variant) exited ${vv.status}`);
   }
   const a = JSON.parse(vv.stdout).artifacts[0];
   parity[variant.key] = {
@@ -486,7 +498,16 @@ if (variantModel) {
   const pv = parity[variantModel.key];
   const prv = profile[variantModel.key];
   notes.push(
-    `Per-token vs per-tensor activations: \`bge quantize\` now quantises each token's row on its own (so a text's vector does not depend on its batch or padding), with ReduceMax/ReduceMin and a QuantizeLinear along axis 0 of its own and an unfused MatMulInteger + Cast/Mul/Add; the same graph with per-tensor DynamicQuantizeLinear (\`bge quantize --activations per-tensor\`${prv ? `; ORT fuses it into ${prv.int8_ops.join(", ")}` : ""}) runs **${tv.ratio_vs_fp32.toFixed(2)}×** fp32 in this run (paired ${tv.ratio_paired_median.toFixed(2)}×, best ${tv.ratio_best_run.toFixed(2)}×) — ${target.ratio ? (tv.ratio_vs_fp32 >= target.ratio ? `meeting ≥ ${target.ratio}×` : `short of ≥ ${target.ratio}× too`) : "no target applies"} — with parity ${pv ? `min ${f3(pv.min_cosine)} / mean ${f3(pv.mean_cosine)}, ${pv.pass ? "pass" : "fail"}` : "not measured"}${pv && parity.int8 ? `; batch drift (verify's batch-32 vs alone, 1 − cos) ${pv.batch_drift?.toExponential(1)} vs per-token ${parity.int8.batch_drift?.toExponential(1)}` : ""}.`,
+    `Per-token vs per-tensor activations: \`bge quantize\` quantises each token's row on its own by default (so a text's vector does not depend on its batch or padding), with ReduceMax/ReduceMin and a QuantizeLinear along axis 0 of its own, ORT's MatMulIntegerToFloat (weight scales inside) and the row scales and bias after it; the same graph with per-tensor DynamicQuantizeLinear (\`bge quantize --activations per-tensor\`${prv ? `; ORT fuses it into ${prv.int8_ops.join(", ")}` : ""}) runs **${tv.ratio_vs_fp32.toFixed(2)}×** fp32 in this run (paired ${tv.ratio_paired_median.toFixed(2)}×, best ${tv.ratio_best_run.toFixed(2)}×) — ${target.ratio ? (tv.ratio_vs_fp32 >= target.ratio ? `meeting ≥ ${target.ratio}×` : `short of ≥ ${target.ratio}× too`) : "no target applies"} — with parity ${pv ? `min ${f3(pv.min_cosine)} / mean ${f3(pv.mean_cosine)}, ${pv.pass ? "pass" : "fail"}` : "not measured"}${pv && parity.int8 ? `; batch drift (verify's batch-32 vs alone, 1 − cos) ${pv.batch_drift?.toExponential(1)} vs per-token ${parity.int8.batch_drift?.toExponential(1)}` : ""}.`,
+  );
+}
+const staticModel = MODELS.find((m) => m.key === "int8-static");
+if (staticModel) {
+  const ts = throughput[staticModel.key];
+  const ps = parity[staticModel.key];
+  const prs = profile[staticModel.key];
+  notes.push(
+    `Static activations (\`bge quantize --activations static\`): the calibrated range of each linear input (after smoothing, the Q/DQ graph's), one QuantizeLinear and one fused MatMulIntegerToFloat with the bias per layer${prs ? ` (ORT ran ${prs.int8_ops.join(", ")})` : ""}: **${ts.ratio_vs_fp32.toFixed(2)}×** fp32 in this run (paired ${ts.ratio_paired_median.toFixed(2)}×, best ${ts.ratio_best_run.toFixed(2)}×) — ${target.ratio ? (ts.ratio_vs_fp32 >= target.ratio ? `meeting ≥ ${target.ratio}×` : `short of ≥ ${target.ratio}×`) : "no target applies"} — with parity ${ps ? `min ${f3(ps.min_cosine)} / mean ${f3(ps.mean_cosine)}, ${ps.pass ? "pass" : "fail"}, batch drift ${ps.batch_drift?.toExponential(1)} (independent of the batch, like per-token)` : "not measured"}.`,
   );
 }
 notes.push(

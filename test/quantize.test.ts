@@ -26,7 +26,7 @@ let shortOnly: string;
 interface VerifyJson {
   format: string;
   pass: boolean;
-  artifacts: { pass: boolean; candidate: { precision: string; role: string }; summary: { n: number; min_cosine: number; mean_cosine: number; topk_agreement: number | null }; diagnoses: { code: string; message: string }[] }[];
+  artifacts: { pass: boolean; candidate: { precision: string; role: string }; summary: { n: number; min_cosine: number; mean_cosine: number; topk_agreement: number | null; batch_drift: number }; diagnoses: { code: string; message: string }[] }[];
 }
 
 async function prepare(name: string, extra: string[]): Promise<{ artifact: string; golden: string }> {
@@ -113,6 +113,23 @@ describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
     const d = report.artifacts[0]!.diagnoses.find((x) => x.code === "int8-layers");
     expect(d?.message).toMatch(/calibrate on texts like the failing ones: they average \d+\.\d tokens, the calibration corpus \d+\.\d/);
     expect(d?.message).toMatch(/--exclude \/encoder\/layer\.\d/);
+  });
+
+  it("--activations static writes calibrated scales and fused MatMulIntegerToFloat (bias inside), records it, passes the gate, and keeps a text's vector independent of its batch", async () => {
+    const fixed = join(root, "zh-static-onnx");
+    expect((await runBge(["export", join(root, "zh"), "-o", fixed, "--precision", "fp32", "--quiet"])).code).toBe(0);
+    const r = await runBge(["quantize", fixed, "--calibration", calibration, "--precision", "int8", "--activations", "static", "--quiet"]);
+    expect(r.code, r.stderr).toBe(0);
+    const file = (await readManifest(fixed)).files.find((f) => f.role === "onnx-int8-dynamic")!;
+    expect((file.quantization as Int8QuantizationRecord).activations).toBe("static");
+    const nodes = (await readOnnxModel(join(fixed, file.path))).graph.node;
+    expect(nodes.filter((n) => n.opType === "MatMulIntegerToFloat")).toHaveLength(6 * 4);
+    expect(nodes.filter((n) => n.opType === "QuantizeLinear")).toHaveLength(4 * 4);
+    expect(nodes.map((n) => n.opType)).not.toContain("ReduceMax");
+    const { code, report } = await verify(fixed, golden, "int8");
+    expect(code, JSON.stringify(report.artifacts[0]!.diagnoses)).toBe(0);
+    expect(report.artifacts[0]!.summary.min_cosine).toBeGreaterThan(0.98);
+    expect(report.artifacts[0]!.summary.batch_drift).toBeLessThan(1e-9);
   });
 
   it("--activations per-tensor writes DynamicQuantizeLinear instead of per-token scales, records it, and passes the gate too", async () => {

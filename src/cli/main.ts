@@ -241,7 +241,11 @@ export function buildProgram(): Command {
       if (setting === undefined) throw new InvalidArgumentError("Expected auto, off, or a migration strength α between 0 and 1 (0.5 is SmoothQuant's).");
       return setting;
     }, "auto" as SmoothSetting)
-    .addOption(new Option("--activations <mode>", "model.int8.onnx: per-token scales (vectors independent of batch and padding) or per-tensor DynamicQuantizeLinear (faster, batch-dependent)").choices(["per-token", "per-tensor"]).default("per-token"))
+    .addOption(
+      new Option("--activations <mode>", "model.int8.onnx: per-token scales at run time (vectors independent of batch and padding), static calibrated per-tensor scales (fastest, batch-independent, a calibrated range's accuracy) or per-tensor DynamicQuantizeLinear (batch-dependent)")
+        .choices(["per-token", "static", "per-tensor"])
+        .default("per-token"),
+    )
     .option("--trt-version <version>", "TensorRT version for the calibration cache header (implicit INT8 on 8.6/10)", "8.6.1")
     .option("--batch-size <n>", "texts per calibration run", integerOption("--batch-size", LIMITS.batchSize), 16)
     .addOption(new Option("--naive", "test only: per-tensor minmax INT8 on everything, LayerNorm and Softmax included").hideHelp().default(false))

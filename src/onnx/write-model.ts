@@ -129,7 +129,8 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
       producerName: options.producerName,
       producerVersion: options.producerVersion,
       docString: options.docString ?? "",
-      opsetImport: [{ domain: "", version: options.opset }],
+      // ONNX Runtime's contrib ops (com.microsoft, version 1) where a graph uses them.
+      opsetImport: [{ domain: "", version: options.opset }, ...[...new Set(graph.nodes.map((n) => n.domain ?? "").filter((d) => d !== ""))].sort().map((domain) => ({ domain, version: 1 }))],
       metadataProps: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
     }),
   ).finish();

@@ -8,6 +8,7 @@ import { writeFixture } from "../fixture/write-fixture.js";
 import { exportOnnx } from "../onnx/export.js";
 import { OnnxType } from "../onnx/proto.js";
 import { OnnxEmbedder } from "../runners/onnx-embedder.js";
+import { calibrate } from "./calibrate.js";
 import { commonPath, writeDynamicInt8Model } from "./dynamic-graph.js";
 import { readOnnxModel, type OnnxModelFile } from "./onnx-model-io.js";
 import { findQuantTargets } from "./targets.js";
@@ -135,7 +136,7 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
   });
 
   for (const shape of ["tiny", "bge-small-zh-v1.5"]) {
-    it(`${shape}: every linear layer as per-token quantisation + MatMulInteger, attention MatMuls in float, vectors within cosine 0.99 of fp32`, async () => {
+    it(`${shape}: every linear layer as per-token quantisation + MatMulIntegerToFloat, attention MatMuls in float, vectors within cosine 0.99 of fp32; static calibrated scales fuse the bias too`, async () => {
       const dir = await artifact(root, shape, { shape });
       const fp32Path = join(dir, "model.fp32.onnx");
       const fp32 = await readOnnxModel(fp32Path);
@@ -146,7 +147,12 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
       const q = await readOnnxModel(out);
 
       expect(result.quantized).toHaveLength(6 * layers.size);
-      expect(countPerLayer(q, "MatMulInteger")).toEqual(perLayer(6));
+      // ONNX Runtime's fused u8×s8 kernel (weight scales inside; row scales and bias after it), in its
+      // contrib domain, which the model imports.
+      expect(countPerLayer(q, "MatMulIntegerToFloat")).toEqual(perLayer(6));
+      expect(countPerLayer(q, "MatMulInteger")).toEqual({});
+      expect(new Set(q.graph.node.filter((n) => n.opType === "MatMulIntegerToFloat").map((n) => n.domain))).toEqual(new Set(["com.microsoft"]));
+      expect(q.model.opsetImport).toEqual(expect.arrayContaining([expect.objectContaining({ domain: "com.microsoft" })]));
       // Q, K and V share one quantised input: 4 per layer, not 6; per token (a scale per row) by default.
       expect(countPerLayer(q, "ReduceMax")).toEqual(perLayer(4));
       expect(countPerLayer(q, "DynamicQuantizeLinear")).toEqual({});
@@ -186,6 +192,25 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
       expect(countPerLayer(t, "DynamicQuantizeLinear")).toEqual(perLayer(4));
       expect(t.graph.node.find((n) => n.opType === "DynamicQuantizeLinear")?.name).toBe("/encoder/layer.0/attention/self/input_quantizer/DynamicQuantizeLinear");
       expect(cosines(await vectors(dir, tensor, list), reference).min).toBeGreaterThanOrEqual(0.99);
+      expect(countPerLayer(t, "MatMulInteger")).toEqual(perLayer(6));
+
+      // Static: the calibrated range of each input, one QuantizeLinear and one fused kernel with the
+      // bias per layer; no run-time reductions, and still independent of the batch.
+      const cal = await calibrate({ modelPath: fp32Path, artifactDir: dir, texts: list.slice(0, 40), method: "minmax" });
+      const amax = new Map([...cal.tensors].map(([name, c]) => [name, c.amax]));
+      const fixed = join(dir, "model.int8.static.onnx");
+      await writeDynamicInt8Model(fp32Path, fixed, { activations: "static", activationAmax: amax });
+      const st = await readOnnxModel(fixed);
+      expect(countPerLayer(st, "MatMulIntegerToFloat")).toEqual(perLayer(6));
+      expect(countPerLayer(st, "QuantizeLinear")).toEqual(perLayer(4));
+      expect(countPerLayer(st, "ReduceMax")).toEqual({});
+      expect(countPerLayer(st, "Add")).toEqual(countPerLayer(fp32, "Add"));
+      expect(st.graph.node.filter((n) => n.opType === "MatMulIntegerToFloat").every((n) => n.input!.length === 7 && n.input![6]!.endsWith(".bias"))).toBe(true);
+      expect(JSON.parse(st.metadata.quantization!).activations).toMatch(/calibrated/);
+      const staticVectors = await vectors(dir, fixed, list);
+      expect(cosines(staticVectors, reference).min).toBeGreaterThanOrEqual(0.99);
+      expect(cosines(await vectors(dir, fixed, [list[0]!]), [staticVectors[0]!]).min).toBeGreaterThan(1 - 1e-9);
+      await expect(writeDynamicInt8Model(fp32Path, join(dir, "x.onnx"), { activations: "static", activationAmax: new Map() })).rejects.toThrow(/no calibrated range for /);
     }, 240_000);
   }
 
@@ -200,7 +225,7 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
     const q = await readOnnxModel(out);
     expect(q.externalData).toBe(true);
     expect(countPerLayer(q, "Gemm")).toEqual({ "0": 3 });
-    expect(countPerLayer(q, "MatMulInteger")).toEqual({ "0": 3, "1": 6 });
+    expect(countPerLayer(q, "MatMulIntegerToFloat")).toEqual({ "0": 3, "1": 6 });
     expect(q.graph.initializer.find((t) => t.name === "encoder.layer.0.intermediate.dense.weight")?.dataType).toBe(OnnxType.FLOAT);
     expect(cosines(await vectors(dir, out, list), await vectors(dir, fp32Path, list)).min).toBeGreaterThanOrEqual(0.99);
   }, 120_000);

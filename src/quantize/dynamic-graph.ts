@@ -23,15 +23,22 @@ import { bytesOf, INT7_MAX, INT8_MAX, quantizePerChannel, transposeInt8, type Pe
  * everywhere 165 ms; MatMulIntegerToFloat 167 ms — within noise), while it would tie the file to
  * ORT's com.microsoft domain.
  *
- * That is the `per-tensor` form. The default is `per-token`: the same MatMulInteger, but each row
- * of the input gets its own scale (max|x| over the last axis → /127, x_u8 = round(x/scale) + 128 by a
- * QuantizeLinear along axis 0, fixed zero point 128: ORT's CPU MatMulInteger takes only a scalar
- * a_zero_point, so the zero point stays constant and the scale goes on the accumulator). DynamicQuantizeLinear's min/max over
- * the whole [batch·seq, in] input, padding rows included, made a text's vector depend on the rest of
- * its batch: on the `--outliers` fixture verify measured a batch drift of 0.50 (gate 1e-3); per token
- * it is 2e-16. ORT fuses no per-row form, so it costs speed (bge-small-zh fixture shape, 4 layers,
- * batch 32 × seq 128, ORT CPU on 2 AVX-512 VNNI cores, same run, best of 10: fp32 1188 ms,
- * per-tensor 485 ms, per-token 749 ms). Parity on the normal fixture is the same (min cosine 0.9990).
+ * That is the `per-tensor` form. The default is `per-token`: each row of the input gets its own
+ * scale (max|x| over the last axis → /127, x_u8 = round(x/scale) + 128 by a QuantizeLinear along
+ * axis 0, fixed zero point 128: ORT's kernels take only a scalar a_zero_point, so the zero point
+ * stays constant and the row scale goes on the result). DynamicQuantizeLinear's min/max over the
+ * whole [batch·seq, in] input, padding rows included, made a text's vector depend on the rest of its
+ * batch: on an outlier fixture verify measured a batch drift of 0.50 (gate 1e-3); per token it is
+ * 2e-16. ORT fuses no per-row form, so per token runs ORT's contrib MatMulIntegerToFloat (com.microsoft;
+ * a_scale 1, the weight scales inside) and then the row scales and the bias: two passes over the
+ * output where MatMulInteger → Cast → Mul → Mul → Add made four (bge-small-zh shape, batch 32 × seq
+ * 128, 2 AVX-512 VNNI cores, same run: fp32 451 ms, MatMulInteger form 251 ms, this form 213 ms).
+ *
+ * `static` takes each input's calibrated range instead (the Q/DQ graph's, after smoothing): one
+ * QuantizeLinear and one MatMulIntegerToFloat with the bias inside per layer, no run-time reduction
+ * — the fastest form (fp32 431 ms, static 179 ms in one run), independent of the batch like per
+ * token, at the accuracy of a calibrated range (min cosine 0.9988 vs per token 0.9990 on the
+ * bge-small-zh fixture's 240 verification texts).
  *
  * The attention MatMuls stay float: both operands are activations, and ORT's dynamic quantisation
  * only covers MatMuls with a constant B. Embeddings, LayerNorm, GELU, pooling and normalisation stay
@@ -62,12 +69,25 @@ export interface DynamicInt8Options {
    * point 128 — so a text's vectors do not depend on the other texts in its batch or on padding.
    * `per-tensor`: DynamicQuantizeLinear over the whole [batch·seq, in] input (padding rows
    * included), ORT's fused form — faster, but one text's range sets every text's resolution.
+   * `static`: the calibrated range per input (`activationAmax`, as the Q/DQ graph uses), one
+   * QuantizeLinear and one fused MatMulIntegerToFloat (bias included) per layer — the fastest, and
+   * independent of the batch, at the accuracy of a calibrated range.
    * @default "per-token"
    */
   activations?: DynamicActivations;
+  /** `static`: the calibrated amax of every linear input (the source graph's tensor names). */
+  activationAmax?: ReadonlyMap<string, number>;
 }
 
-export type DynamicActivations = "per-token" | "per-tensor";
+export type DynamicActivations = "per-token" | "per-tensor" | "static";
+
+/** ONNX Runtime's fused u8×s8 matmul with float output (com.microsoft domain, CPU). */
+const CONTRIB_MATMUL = "MatMulIntegerToFloat";
+
+/** Puts the node just added into ONNX Runtime's contrib domain. */
+function contrib(g: GraphBuilder): void {
+  g.nodes.at(-1)!.domain = "com.microsoft";
+}
 
 export interface DynamicInt8Result {
   model: WrittenModel;
@@ -78,7 +98,8 @@ export interface DynamicInt8Result {
 export async function writeDynamicInt8Model(fp32Path: string, outPath: string, options: DynamicInt8Options = {}): Promise<DynamicInt8Result> {
   const file = await readOnnxModel(fp32Path);
   const reduceRange = options.reduceRange ?? true;
-  const perToken = (options.activations ?? "per-token") === "per-token";
+  const mode = options.activations ?? "per-token";
+  if (mode === "static" && !options.activationAmax) throw new Error("static activations need the calibrated activationAmax");
   const linear = findQuantTargets(file.graph).filter((t) => t.kind === "linear");
   if (!linear.length) throw new UsageError(`${fp32Path}: no linear layers to quantise (not a bge encoder graph?)`);
   const quantized = linear.filter((t) => !options.exclude?.(t));
@@ -113,8 +134,15 @@ export async function writeDynamicInt8Model(fp32Path: string, outPath: string, o
     let outs = quantizedInputs.get(x);
     if (!outs) {
       const prefix = `${commonPath(consumers.get(x)!)}/input_quantizer`;
-      if (!perToken) {
+      if (mode === "per-tensor") {
         outs = g.node("DynamicQuantizeLinear", `${prefix}/DynamicQuantizeLinear`, [x], {}, 3);
+      } else if (mode === "static") {
+        // The calibrated range (after smoothing, as the Q/DQ graph's): amax/127, zero point 128.
+        const amax = options.activationAmax!.get(x);
+        if (!(amax !== undefined && amax > 0 && Number.isFinite(amax))) throw new Error(`no calibrated range for ${x}`);
+        const scale = g.constFloat(`${prefix}/scale`, [amax / INT8_MAX], []);
+        const zero = g.initializer(`${prefix}/zero_point`, OnnxType.UINT8, [], () => Uint8Array.of(128));
+        outs = [g.op("QuantizeLinear", `${prefix}/QuantizeLinear`, [x, scale, zero]), scale, zero];
       } else {
         // Symmetric per row: scale = max|x_row|/127 ([M]), x_u8 = round(x/scale) + 128 ∈ [1, 255] by one
         // QuantizeLinear along axis 0 (zero point 128 on every row). max|x| is max(max x, −min x): two
@@ -145,6 +173,7 @@ export async function writeDynamicInt8Model(fp32Path: string, outPath: string, o
     }
     return outs;
   };
+  let oneF: string | undefined;
   for (const n of file.graph.node) {
     const t = byNode.get(n.name ?? "");
     if (!t) {
@@ -156,13 +185,26 @@ export async function writeDynamicInt8Model(fp32Path: string, outPath: string, o
     const w = int8.get(t.weight!)!;
     const out = n.output!;
     const [xq, xScale, xZero] = quantizeInput(x!);
+    if (mode === "static") {
+      // One fused kernel: (x_u8 − 128)·W_s8 · (a_scale·w_scale) + bias.
+      g.node(CONTRIB_MATMUL, `${place}/${CONTRIB_MATMUL}`, [xq!, w.q, xScale!, w.scale, xZero!, "", bias!], {}, out);
+      contrib(g);
+      continue;
+    }
+    if (mode === "per-token") {
+      // acc·w_scale in the fused kernel (a_scale 1), then the row scales, then the bias: two passes
+      // over the output where MatMulInteger → Cast → Mul → Mul → Add made four.
+      oneF ??= g.constFloat("/input_quantizer/one", [1], []);
+      const mm = g.op(CONTRIB_MATMUL, `${place}/${CONTRIB_MATMUL}`, [xq!, w.q, oneF, w.scale, xZero!]);
+      contrib(g);
+      g.node("Add", `${place}/Add`, [g.op("Mul", `${place}/scale/Mul`, [mm, xScale!]), bias!], {}, out);
+      continue;
+    }
     const acc = g.op("MatMulInteger", `${place}/MatMulInteger`, [xq!, w.q, xZero!]);
     const accF = g.op("Cast", `${place}/Cast`, [acc], { to: int(OnnxType.FLOAT) });
     // Per tensor, x_scale·w_scale is one [out] vector; per token, x_scale is [M, 1] and is applied
     // to the accumulator on its own (an [M, out] product of the two scales would be one more pass).
-    const y = perToken
-      ? g.op("Mul", `${place}/Mul`, [g.op("Mul", `${place}/scale/Mul`, [accF, xScale!]), w.scale])
-      : g.op("Mul", `${place}/Mul`, [accF, g.op("Mul", `${place}/scale/Mul`, [xScale!, w.scale])]);
+    const y = g.op("Mul", `${place}/Mul`, [accF, g.op("Mul", `${place}/scale/Mul`, [xScale!, w.scale])]);
     g.node("Add", `${place}/Add`, [y, bias!], {}, out);
   }
   addOutputs(g, file);
@@ -173,9 +215,12 @@ export async function writeDynamicInt8Model(fp32Path: string, outPath: string, o
     quantization: {
       format: "dynamic",
       weights: `int8 symmetric per output channel${reduceRange ? ", 7-bit range [-64, 64] (reduce_range)" : ""}, stored [in, out]`,
-      activations: perToken
-        ? "uint8 symmetric per token (scale max|row|/127, zero point 128), computed per row at run time"
-        : "uint8 asymmetric per tensor, computed per batch (DynamicQuantizeLinear)",
+      activations:
+        mode === "per-token"
+          ? "uint8 symmetric per token (scale max|row|/127, zero point 128), computed per row at run time"
+          : mode === "static"
+            ? "uint8 symmetric per tensor, calibrated (scale amax/127, zero point 128), fixed in the graph"
+            : "uint8 asymmetric per tensor, computed per batch (DynamicQuantizeLinear)",
       targets: quantized.length,
       excluded: excluded.map((t) => t.node),
     },

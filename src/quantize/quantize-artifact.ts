@@ -197,7 +197,7 @@ export async function quantizeArtifact(options: QuantizeArtifactOptions): Promis
       if (precisions.includes("int8")) {
         const name = "model.int8.onnx";
         options.onStage?.(`writing ${name} (integer MatMul, ${activations} activations, for ONNX Runtime CPU)`);
-        await writeDynamicInt8Model(source, join(staging, name), { exclude: isExcluded, activations });
+        await writeDynamicInt8Model(source, join(staging, name), { exclude: isExcluded, activations, ...(activations === "static" ? { activationAmax: amax } : {}) });
         await put(name, ONNX_ROLES.int8);
       }
       // TensorRT 8.6/10's implicit INT8 path reads scales keyed to the fp32 graph's tensor names.
