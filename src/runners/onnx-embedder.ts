@@ -7,7 +7,8 @@ import { l2Normalize, poolHidden } from "../reference/pooling.js";
 import { applyInstruction, loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import type { EmbedResult, Embedder, HeadsResult, TextKind } from "./embedder.js";
 import type { Head } from "../checkpoint/m3-heads.js";
-import { m3SpecialIds, sparseFromTokenWeights, type M3Output } from "../reference/m3.js";
+import { m3SpecialIds, type M3Output } from "../reference/m3.js";
+import { m3Row } from "./m3-rows.js";
 
 export interface EmbedOverrides {
   pooling?: "cls" | "mean";
@@ -219,31 +220,8 @@ export class OnnxEmbedder implements Embedder {
       const sw = out.sparse_weights?.data as Float32Array | undefined;
       const cv = out.colbert_vectors;
       const D = cv ? Number(cv.dims[2]) : 0;
-      batch.forEach((ti, r) => {
-        const ids = inputIds[ti]!;
-        const len = ids.length;
-        let vec: Float64Array;
-        if (this.useGraphPooling) vec = Float64Array.from(d.subarray(r * H, (r + 1) * H));
-        else {
-          const pooled = poolHidden(d.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), pooling);
-          vec = normalize ? l2Normalize(pooled) : pooled;
-        }
-        const o: M3Output = { dense: vec };
-        if (sw) {
-          const row = sw.subarray(r * S, r * S + len);
-          o.sparse = sparseFromTokenWeights(ids, row, this.specials);
-          o.specialWeight = 0;
-          ids.forEach((id, t) => {
-            if (this.specials.has(id)) o.specialWeight = Math.max(o.specialWeight!, row[t]!);
-          });
-        }
-        if (cv) {
-          const data = cv.data as Float32Array;
-          const base = r * (S - 1) * D;
-          o.colbert = Array.from({ length: len - 1 }, (_, t) => Float64Array.from(data.subarray(base + t * D, base + (t + 1) * D)));
-        }
-        outputs[ti] = o;
-      });
+      const heads = { seq: S, hidden: H, dense: d, pooled: this.useGraphPooling, pooling, normalize, specials: this.specials, ...(sw ? { sparse: sw } : {}), ...(cv ? { colbert: { values: cv.data as Float32Array, dim: D } } : {}) };
+      batch.forEach((ti, r) => (outputs[ti] = m3Row(heads, r, inputIds[ti]!)));
       done += batch.length;
       options.onProgress?.(done, texts.length);
     }

@@ -10,7 +10,8 @@ import { runEngineWithLog, type RunEngineOptions } from "../trt/run-engine.js";
 import { parseTrtexecLog } from "../trt/trtexec-log.js";
 import type { EmbedResult, Embedder, HeadsResult, TextKind } from "./embedder.js";
 import type { Head } from "../checkpoint/m3-heads.js";
-import { m3SpecialIds, sparseFromTokenWeights, type M3Output } from "../reference/m3.js";
+import { m3SpecialIds, type M3Output } from "../reference/m3.js";
+import { m3Row } from "./m3-rows.js";
 import type { EmbedOverrides } from "./onnx-embedder.js";
 
 /** [batch, sequence] of one optimisation-profile corner. */
@@ -218,30 +219,8 @@ export class TrtEmbedder implements Embedder {
       const cv = want.includes("colbert") ? this.output(outputs, "colbert_vectors") : undefined;
       const D = cv?.dims[2] ?? 0;
       if (cv) checkDims(cv, "colbert_vectors", [rows, S - 1, D], this.enginePath);
-      batch.forEach((ti, r) => {
-        const ids = inputIds[ti]!;
-        const len = ids.length;
-        let vec: Float64Array;
-        if (this.useGraphPooling) vec = Float64Array.from(d.values.subarray(r * H, (r + 1) * H));
-        else {
-          const pooled = poolHidden(d.values.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), pooling);
-          vec = normalize ? l2Normalize(pooled) : pooled;
-        }
-        const o: M3Output = { dense: vec };
-        if (sw) {
-          const row = sw.values.subarray(r * S, r * S + len);
-          o.sparse = sparseFromTokenWeights(ids, row, this.specials);
-          o.specialWeight = 0;
-          ids.forEach((id, t) => {
-            if (this.specials.has(id)) o.specialWeight = Math.max(o.specialWeight!, row[t]!);
-          });
-        }
-        if (cv) {
-          const base = r * (S - 1) * D;
-          o.colbert = Array.from({ length: len - 1 }, (_, t) => Float64Array.from(cv.values.subarray(base + t * D, base + (t + 1) * D)));
-        }
-        result[ti] = o;
-      });
+      const heads = { seq: S, hidden: H, dense: d.values, pooled: this.useGraphPooling, pooling, normalize, specials: this.specials, ...(sw ? { sparse: sw.values } : {}), ...(cv ? { colbert: { values: cv.values, dim: D } } : {}) };
+      batch.forEach((ti, r) => (result[ti] = m3Row(heads, r, inputIds[ti]!)));
       done += batch.length;
       options.onProgress?.(done, texts.length);
     }
