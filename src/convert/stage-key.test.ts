@@ -1,7 +1,7 @@
-import { mkdir, mkdtemp, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { tempDir } from "../../test/helpers/tmp.js";
 import { canonicalJson, codeIdentity, hashFolderFiles, stageKey } from "./stage-key.js";
 
 const SHA_OF_ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
@@ -15,7 +15,7 @@ describe("stage keys", () => {
   });
 
   it("a checkpoint's files by content: sub-folders and symlinked blobs in, hidden files and the hub's onnx/ out", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "bge-stage-key-"));
+    const dir = await tempDir("bge-stage-key-");
     await writeFile(join(dir, "blob"), "abc");
     await mkdir(join(dir, "snap", "1_Pooling"), { recursive: true });
     await mkdir(join(dir, "snap", "onnx"));
@@ -27,7 +27,7 @@ describe("stage keys", () => {
   });
 
   it("the code identity changes with any compiled module, not with other files", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "bge-code-id-"));
+    const dir = await tempDir("bge-code-id-");
     await mkdir(join(dir, "onnx"));
     await writeFile(join(dir, "onnx", "export.js"), "export const a = 1;\n");
     await writeFile(join(dir, "onnx", "export.d.ts"), "export declare const a: number;\n");

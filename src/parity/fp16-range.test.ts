@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { tempDir } from "../../test/helpers/tmp.js";
 import { OnnxType } from "../onnx/proto.js";
 import { inferElementTypes, textOverflows } from "./fp16-range.js";
 
@@ -41,8 +42,6 @@ describe("probeFp16Range on small graphs", () => {
     const { GraphBuilder, int } = await import("../onnx/graph-builder.js");
     const { writeOnnxModel } = await import("../onnx/write-model.js");
     const { floatToHalf } = await import("../checkpoint/dtype.js");
-    const { mkdtemp } = await import("node:fs/promises");
-    const { tmpdir } = await import("node:os");
     const { join } = await import("node:path");
     const g = new GraphBuilder("g");
     const x = g.input("x", OnnxType.FLOAT, [2, 3]);
@@ -51,7 +50,7 @@ describe("probeFp16Range on small graphs", () => {
     let m = g.op("Mul", "/mul", [h, two]);
     if (scalar) m = g.op("ReduceSum", "/sum", [m], { keepdims: int(0) });
     g.output(g.op("Cast", "/out", [m], { to: int(OnnxType.FLOAT) }), OnnxType.FLOAT, scalar ? [] : [2, 3]);
-    const path = join(await mkdtemp(join(tmpdir(), "probe-")), "m.onnx");
+    const path = join(await tempDir("bge-fp16-probe-"), "m.onnx");
     await writeOnnxModel(path, g, { opset: 17, producerName: "t", producerVersion: "0" });
     return path;
   }
