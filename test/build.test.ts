@@ -160,6 +160,15 @@ describe("bge build through each TensorRT family's trtexec", () => {
     const paths = (JSON.parse(ver.stdout) as { artifacts: { candidate: { path: string } }[] }).artifacts.map((x) => x.candidate.path);
     expect(paths).toEqual([join(artifact, "model.fp16.plan"), join(artifact, "model.fp16.long.plan")]);
 
+    // bench times the engine whose profile takes its longest --seq.
+    const bench = await runBge(["bench", artifact, "--backend", "trt", "--precision", "fp16", "--batch", "1", "--seq", "300", "--runs", "1", "--warmup", "0", "--trtexec", v, "--json"]);
+    expect(bench.code, bench.stderr).toBe(0);
+    expect(bench.stdout).toContain(join(artifact, "model.fp16.long.plan"));
+    const benchDefault = await runBge(["bench", artifact, "--backend", "trt", "--precision", "fp16", "--batch", "1", "--seq", "32", "--runs", "1", "--warmup", "0", "--trtexec", v, "--json"]);
+    expect(benchDefault.code, benchDefault.stderr).toBe(0);
+    expect(benchDefault.stdout).toContain(join(artifact, "model.fp16.plan"));
+    expect(benchDefault.stdout).not.toContain("model.fp16.long.plan");
+
     const beyond = await runBge(["build", artifact, "--precision", "fp16", "--profile", "huge", "--max-shape", "1x1024", "--trtexec", v]);
     expect(beyond.code).toBe(2);
     expect(beyond.stderr).toMatch(/position table takes at most 512 tokens/);

@@ -45,8 +45,9 @@ export class TrtBench {
     private readonly tokenizer: FlagTokenizer,
   ) {}
 
-  static async open(target: string, precision: string | undefined, trtexec: string | undefined): Promise<TrtBench> {
-    const loaded = await loadEmbedder(target, { backend: "trt", precision, trtexec });
+  /** `longestSeq`: the grid's longest sequence, so that an artifact's named profile (bge-m3's 8192) is timed where the default engine cannot take it. */
+  static async open(target: string, precision: string | undefined, trtexec: string | undefined, longestSeq?: number): Promise<TrtBench> {
+    const loaded = await loadEmbedder(target, { backend: "trt", precision, trtexec, ...(longestSeq !== undefined ? { engineSequence: longestSeq } : {}) });
     const e = loaded.embedder as TrtEmbedder;
     const tokenizer = await loadCheckedTokenizer(loaded.spec.dir, loaded.spec.config.vocabSize);
     const weightsBytes = (await stat(e.enginePath)).size;

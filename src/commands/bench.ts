@@ -68,7 +68,7 @@ export async function benchCommand(options: BenchCommandOptions, out: Output): P
   const label = options.target.replace(/\/+$/, "").split("/").pop() || options.target;
   try {
     for (const precision of precisions) {
-      const model = backend === "trt" ? await TrtBench.open(options.target, precision, options.trtexec) : await OnnxBench.open(options.target, precision, threads);
+      const model = backend === "trt" ? await TrtBench.open(options.target, precision, options.trtexec, Math.max(...options.seq)) : await OnnxBench.open(options.target, precision, threads);
       const cfg = model.spec.config;
       const grid = benchGrid(options.batch, options.seq, {
         maxSeq: maxModelLength(cfg),

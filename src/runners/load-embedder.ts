@@ -32,6 +32,8 @@ export interface LoadEmbedderOptions {
   pooling?: Pooling;
   normalize?: boolean;
   maxLength?: number;
+  /** --backend trt: take the engine whose profile takes sequences this long (bench's longest --seq). @default maxLength, else the manifest's max_length */
+  engineSequence?: number;
   instruction?: string | null;
   threads?: number;
   /** Where a hub download's messages and progress go. */
@@ -99,7 +101,7 @@ export async function loadEmbedder(target: string, options: LoadEmbedderOptions 
       const engines = manifest.files.filter((f) => f.role.startsWith("trt-") && f.role !== "trt-log");
       if (!engines.length) throw new UsageError(`${target} has no TensorRT engine; build one with bge build ${target} --precision fp16`);
       const wanted = options.precision ?? (engines.some((f) => f.role === "trt-fp32") ? "fp32" : precisionOfRole(engines[0]!.role)!);
-      const file = pickEngine(engines.filter((f) => precisionOfRole(f.role) === wanted), options.maxLength ?? manifest.max_length);
+      const file = pickEngine(engines.filter((f) => precisionOfRole(f.role) === wanted), options.engineSequence ?? options.maxLength ?? manifest.max_length);
       if (!file) {
         const has = engines.map((f) => precisionOfRole(f.role)).join(", ");
         const hint = (TRT_PRECISIONS as readonly string[]).includes(wanted) ? `build it with bge build ${target} --precision ${wanted}` : `engines are ${TRT_PRECISIONS.join(", ")}`;
