@@ -83,10 +83,10 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
       // order, hashed on another thread: one read of the checkpoint); otherwise a separate read on
       // another thread while the graphs are written.
       const oneRead = source.startDigest?.() ?? false;
-      const weightsShaPromise = oneRead ? undefined : hashWeights(options.modelDir);
+      let weightsShaPromise = oneRead ? undefined : hashWeights(options.modelDir);
       weightsShaPromise?.catch(() => undefined);
       const graphPooling = pooling === "none" ? "none" : spec.pooling;
-      for (const precision of precisions) {
+      for (const [i, precision] of precisions.entries()) {
         const name = `model.${precision}.onnx`;
         options.onStage?.(`writing ${name}`);
         const graph = buildEncoderGraph(spec.config, source, { precision, pooling: graphPooling, normalize: spec.normalize, heads: graphHeads, opset });
@@ -102,6 +102,13 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
         const dataName = written.externalDataPath ? basename(written.externalDataPath) : undefined;
         files.push({ path: name, role: ONNX_ROLES[precision]!, sha256: written.sha256, size: written.bytes, built_by: options.builtBy, ...(dataName ? { external_data: dataName } : {}) });
         if (dataName) files.push({ path: dataName, role: "onnx-data", sha256: written.externalDataSha256!, size: written.externalDataBytes!, built_by: options.builtBy });
+        // The first graph read every tensor in file order: its digest is complete (the tail hashed, the
+        // worker drained) before the next graph reads the checkpoint again from the start.
+        if (i === 0 && oneRead) {
+          const digest = await source.finishDigest!();
+          weightsShaPromise = digest !== undefined ? Promise.resolve(digest) : hashWeights(options.modelDir);
+          weightsShaPromise.catch(() => undefined);
+        }
       }
       for (const f of [...TOKENIZER_FILES, ...CONFIG_FILES]) {
         const from = join(options.modelDir, f);
@@ -111,7 +118,7 @@ export async function exportOnnx(options: ExportOptions): Promise<{ manifest: Ma
         await copyFileAtomic(from, to);
         files.push(await describeFile(staging, f, TOKENIZER_FILES.includes(f) ? "tokenizer" : "config"));
       }
-      const weightsSha = weightsShaPromise ? await weightsShaPromise : ((await source.finishDigest!()) ?? (await hashWeights(options.modelDir)));
+      const weightsSha = weightsShaPromise ? await weightsShaPromise : await hashWeights(options.modelDir);
       // Keep what an earlier run produced that this one did not rewrite (another precision, an engine).
       const rewritten = new Set(files.map((f) => f.path));
       const sameSource = previous !== undefined && previous.source.weights_sha256 === weightsSha;
