@@ -3,12 +3,11 @@ import { encoderFeeds } from "./feeds.js";
 import { executionProviders, ort } from "./ort.js";
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { UsageError } from "../errors.js";
-import { l2Normalize, poolHidden } from "../reference/pooling.js";
 import { applyInstruction, loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import type { EmbedResult, Embedder, HeadsResult, TextKind } from "./embedder.js";
 import type { Head } from "../checkpoint/m3-heads.js";
 import { m3SpecialIds, type M3Output } from "../reference/m3.js";
-import { m3Row } from "./m3-rows.js";
+import { denseRow, m3Row } from "./batch-rows.js";
 
 export interface EmbedOverrides {
   pooling?: "cls" | "mean";
@@ -173,15 +172,8 @@ export class OnnxEmbedder implements Embedder {
       const fetch = useGraph ? ["sentence_embedding"] : [this.hiddenOutput!];
       const out = await this.session.run(feeds, fetch);
       const data = out[fetch[0]!]!.data as Float32Array;
-      batch.forEach((ti, r) => {
-        if (useGraph) {
-          embeddings[ti] = Float64Array.from(data.subarray(r * H, (r + 1) * H));
-        } else {
-          const len = inputIds[ti]!.length;
-          const pooled = poolHidden(data.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), pooling);
-          embeddings[ti] = normalize ? l2Normalize(pooled) : pooled;
-        }
-      });
+      const layout = { seq: S, hidden: H, pooled: useGraph, pooling, normalize };
+      batch.forEach((ti, r) => (embeddings[ti] = denseRow(data, layout, r, inputIds[ti]!.length)));
       done += B;
       options.onProgress?.(done, texts.length);
     }

@@ -1,7 +1,6 @@
 import type { ModelSpec } from "../checkpoint/model-spec.js";
 import { UsageError, ToolFailedError } from "../errors.js";
 import { encoderInputNames } from "../onnx/encoder-graph.js";
-import { l2Normalize, poolHidden } from "../reference/pooling.js";
 import { applyInstruction, loadCheckedTokenizer, type FlagTokenizer } from "../tokenize/flag-tokenizer.js";
 import type { TrtexecInfo } from "../trt/discover-trtexec.js";
 import { checkEngineDevice, checkEngineVersion, type DeviceSeen, type EngineBinding } from "../trt/engine-binding.js";
@@ -11,7 +10,7 @@ import { parseTrtexecLog } from "../trt/trtexec-log.js";
 import type { EmbedResult, Embedder, HeadsResult, TextKind } from "./embedder.js";
 import type { Head } from "../checkpoint/m3-heads.js";
 import { m3SpecialIds, type M3Output } from "../reference/m3.js";
-import { m3Row } from "./m3-rows.js";
+import { denseRow, m3Row } from "./batch-rows.js";
 import type { EmbedOverrides } from "./onnx-embedder.js";
 
 /** [batch, sequence] of one optimisation-profile corner. */
@@ -171,15 +170,8 @@ export class TrtEmbedder implements Embedder {
       const { outputs, rows, S } = await this.runBatch(batch.map((i) => inputIds[i]!));
       const out = this.output(outputs, fetch);
       checkDims(out, fetch, useGraph ? [rows, H] : [rows, S, H], this.enginePath);
-      batch.forEach((ti, r) => {
-        if (useGraph) {
-          embeddings[ti] = Float64Array.from(out.values.subarray(r * H, (r + 1) * H));
-        } else {
-          const len = inputIds[ti]!.length;
-          const pooled = poolHidden(out.values.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), pooling);
-          embeddings[ti] = normalize ? l2Normalize(pooled) : pooled;
-        }
-      });
+      const layout = { seq: S, hidden: H, pooled: useGraph, pooling, normalize };
+      batch.forEach((ti, r) => (embeddings[ti] = denseRow(out.values, layout, r, inputIds[ti]!.length)));
       done += batch.length;
       options.onProgress?.(done, texts.length);
     }

@@ -2,15 +2,27 @@ import type { Pooling } from "../checkpoint/model-spec.js";
 import { sparseFromTokenWeights, type M3Output } from "../reference/m3.js";
 import { l2Normalize, poolHidden } from "../reference/pooling.js";
 
-/** A batch's head outputs as a backend returns them: flat row-major arrays of a batch padded to `seq` tokens. */
-export interface M3BatchOutputs {
+/** How a batch's dense output is laid out: flat row-major, the batch padded to `seq` tokens. */
+export interface DenseLayout {
   seq: number;
   hidden: number;
-  /** `sentence_embedding` [B, H] when `pooled`, else hidden states [B, S, H] to pool here. */
-  dense: Float32Array;
+  /** `sentence_embedding` [B, H] (pooled and normalised by the graph) when true, else hidden states [B, S, H] to pool here. */
   pooled: boolean;
   pooling: Pooling;
   normalize: boolean;
+}
+
+/** Row `r`'s vector (a text of `len` tokens): the graph's own, or its hidden states pooled and normalised here. */
+export function denseRow(values: Float32Array, layout: DenseLayout, r: number, len: number): Float64Array {
+  const { seq: S, hidden: H } = layout;
+  if (layout.pooled) return Float64Array.from(values.subarray(r * H, (r + 1) * H));
+  const pooled = poolHidden(values.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), layout.pooling);
+  return layout.normalize ? l2Normalize(pooled) : pooled;
+}
+
+/** A batch's head outputs as a backend returns them. */
+export interface M3BatchOutputs extends DenseLayout {
+  dense: Float32Array;
   /** `sparse_weights` [B, S]. */
   sparse?: Float32Array;
   /** `colbert_vectors` [B, S − 1, D]. */
@@ -26,15 +38,9 @@ export interface M3BatchOutputs {
  * `colbert_vectors` rows of the text's tokens after CLS, taken as they are (not renormalised).
  */
 export function m3Row(out: M3BatchOutputs, r: number, ids: readonly number[]): M3Output {
-  const { seq: S, hidden: H } = out;
+  const S = out.seq;
   const len = ids.length;
-  let dense: Float64Array;
-  if (out.pooled) dense = Float64Array.from(out.dense.subarray(r * H, (r + 1) * H));
-  else {
-    const pooled = poolHidden(out.dense.subarray(r * S * H, (r + 1) * S * H), len, H, new Array<number>(len).fill(1), out.pooling);
-    dense = out.normalize ? l2Normalize(pooled) : pooled;
-  }
-  const o: M3Output = { dense };
+  const o: M3Output = { dense: denseRow(out.dense, out, r, len) };
   if (out.sparse) {
     const row = out.sparse.subarray(r * S, r * S + len);
     o.sparse = sparseFromTokenWeights(ids, row, out.specials);
