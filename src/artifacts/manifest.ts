@@ -67,6 +67,10 @@ export interface EngineRecord {
   profile?: string;
 }
 
+/** A named engine profile becomes part of a file name (model.fp16.<name>.plan); pipeline.schema.json says the same. */
+export const PROFILE_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
+export const PROFILE_NAME_RULE = "a profile name is 1–32 lowercase letters, digits and -, starting with a letter or digit";
+
 export interface ParityRecord {
   pass: boolean;
   golden: string;

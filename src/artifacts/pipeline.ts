@@ -3,6 +3,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
 import { UsageError } from "../errors.js";
+import { PROFILE_NAME_RULE } from "./manifest.js";
 import { assertInputFile } from "../util/io-paths.js";
 
 /** The gates a pipeline may set per precision (the parity gate's Tolerance fields, by name). */
@@ -171,7 +172,7 @@ function schemaMessages(errors: ErrorObject[], root: SchemaNode): string[] {
       // A key that must be a name (profiles: it becomes part of a file name).
       const name = (e.params as { propertyName: string }).propertyName;
       field = fieldPath(e.instancePath);
-      message = `${field} has a key ${JSON.stringify(name)}; a profile name is 1–32 lowercase letters, digits and -, starting with a letter or digit`;
+      message = `${field} has a key ${JSON.stringify(name)}; ${PROFILE_NAME_RULE}`;
     } else if (e.keyword === "minProperties") {
       field = fieldPath(e.instancePath);
       message = `${field} is empty; list at least one of ${Object.keys((parent?.properties as object | undefined) ?? {}).join(", ")}`;

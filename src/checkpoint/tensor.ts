@@ -84,8 +84,11 @@ export async function* tensorChunks(source: TensorSource, name: string, scratch:
     yield* source.readChunks(name, scratch);
     return;
   }
-  const bytes = await source.readBytes(name);
-  const step = scratch.chunkFor(elementBytes);
+  yield* sliceChunks(await source.readBytes(name), scratch.chunkFor(elementBytes));
+}
+
+/** Bytes already read whole, handed out as consecutive views of at most `step` bytes. */
+export function* sliceChunks(bytes: Uint8Array, step: number): Generator<Uint8Array> {
   for (let at = 0; at < bytes.byteLength; at += step) yield bytes.subarray(at, Math.min(at + step, bytes.byteLength));
 }
 

@@ -1,4 +1,4 @@
-import { DTYPE_BYTES, elementCount, type ChunkScratch, type TensorInfo, type TensorSource } from "./tensor.js";
+import { DTYPE_BYTES, elementCount, sliceChunks, type ChunkScratch, type TensorInfo, type TensorSource } from "./tensor.js";
 import { openZip, type ZipEntry, type ZipReader } from "./zip.js";
 import { PickleDict, TorchTensor, unpickleTorch, type PickleValue } from "./unpickle.js";
 import { UsageError } from "../errors.js";
@@ -84,9 +84,7 @@ class TorchBin implements TorchBinSource {
       yield* this.zip.readStoredChunks(entry, info.storageOffset * size, numel * size, scratch, scratch.chunkFor(size));
       return;
     }
-    const bytes = await this.readBytes(name);
-    const step = scratch.chunkFor(size);
-    for (let at = 0; at < bytes.byteLength; at += step) yield bytes.subarray(at, Math.min(at + step, bytes.byteLength));
+    yield* sliceChunks(await this.readBytes(name), scratch.chunkFor(size));
   }
 
   close(): Promise<void> {

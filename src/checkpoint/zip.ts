@@ -209,7 +209,7 @@ export class ZipReader {
 
   private async readInto(out: Uint8Array, position: number): Promise<void> {
     if (this.closed) throw new UsageError(`${this.path}: the checkpoint was already closed`);
-    if (position + out.length > this.size) throw this.fail(`read of ${out.length} bytes at offset ${position} runs past the end of the ${this.size}-byte file`);
+    checkRange(this.path, this.size, position, out.length);
     await fill(this.path, this.fh, out, position);
   }
 
@@ -248,13 +248,18 @@ async function readExactly(
   position: number,
   length: number,
 ): Promise<Uint8Array> {
-  if (!isCount(position) || !isCount(length) || position > fileSize || length > fileSize - position) {
-    throw corrupt(path, `read of ${length} bytes at offset ${position} runs past the end of the ${fileSize}-byte file`);
-  }
+  checkRange(path, fileSize, position, length);
   // A fresh, zeroed, 0-offset buffer so callers may view it as Float32Array etc. without copying.
   const out = new Uint8Array(length);
   await fill(path, fh, out, position);
   return out;
+}
+
+/** Every read is checked against the file's size first (before a buffer of `length` is allocated). */
+function checkRange(path: string, fileSize: number, position: number, length: number): void {
+  if (!isCount(position) || !isCount(length) || position > fileSize || length > fileSize - position) {
+    throw corrupt(path, `read of ${length} bytes at offset ${position} runs past the end of the ${fileSize}-byte file`);
+  }
 }
 
 async function fill(path: string, fh: FileHandle, out: Uint8Array, position: number): Promise<void> {

@@ -15,7 +15,7 @@ import type { ReportEntry } from "../parity/report.js";
 import { recordVerdicts, verifyTarget, type VerifyBackend } from "../parity/verify-target.js";
 import type { CalibrationMethod } from "../quantize/calibrate.js";
 import { quantizeArtifact } from "../quantize/quantize-artifact.js";
-import { buildEngines, ENGINE_ROLES, engineFileName, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
+import { buildEngines, ENGINE_ROLES, engineFileName, engineLogFileName, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
 import { discoverTrtexec, versionString, type TrtexecInfo } from "../trt/discover-trtexec.js";
 import { lockFolder } from "../util/folder-lock.js";
 import { pathExists } from "../util/fs.js";
@@ -156,6 +156,8 @@ function tryRmdir(dir: string): void {
 
 async function runStages(dir: string, options: ConvertOptions, started: number, trtexec: TrtexecInfo | undefined, noTrtexec: string | null): Promise<ConvertResult> {
   const { log } = options;
+  // An engine's bytes and vectors are this trtexec's: its path and version are an input of build and verify.
+  const trtexecId = trtexec ? `${trtexec.path} ${versionString(trtexec)}` : undefined;
   const stages: StageOutcome[] = [];
   let step = 0;
   const begin = (name: string, what: string) => {
@@ -270,7 +272,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
       const records: Record<string, StageRecord> = {};
       for (const p of enginePrecisions) {
         const source = manifest.files.find((f) => f.role === (p === "int8" ? ONNX_ROLES["int8-qdq"] : ONNX_ROLES.fp32))!;
-        const inputs = { [source.path]: source.sha256, trtexec: `${trtexec.path} ${versionString(trtexec)}` };
+        const inputs = { [source.path]: source.sha256, trtexec: trtexecId! };
         const bOptions = { precision: p, shapes: shapesOption, int8_source: "qdq", ...(profile ? { profile } : {}), bge: options.codeId };
         const key = stageKey(stage(p), inputs, bOptions);
         records[stage(p)] = record(key, inputs, bOptions, []);
@@ -280,13 +282,13 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
       const { written } = await buildEngines({ artifactDir: dir, precisions: todo, trtexec, shapes: shapesOption, ...(profile ? { profile } : {}), int8Source: "qdq", builtBy, onStage: (m) => log.info(`      ${m}`), onWarn: log.warn });
       for (const p of todo) {
         const engine = engineFileName(p, profile);
-        records[stage(p)]!.outputs = written.filter((f) => f.path === engine || f.path === engine.replace(/\.plan$/, ".log")).map((f) => f.path);
+        const buildLog = engineLogFileName(p, profile);
+        records[stage(p)]!.outputs = written.filter((f) => f.path === engine || f.path === buildLog).map((f) => f.path);
         ran.push(engine);
       }
       await recordStages(dir, Object.fromEntries(todo.map((p) => [stage(p), finish(records[stage(p)]!, t)])));
       manifest = await readManifest(dir);
     }
-    manifest = await readManifest(dir);
     builtEngines.push(...manifest.files.filter((f) => enginePrecisions.some((p) => f.role === ENGINE_ROLES[p])).map((f) => f.path));
     done("build", ran.length ? "ran" : "skipped", t, ran, ran.length ? undefined : "engines are up to date");
   }
@@ -348,8 +350,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     const inputs: Record<string, string> = { [file.path]: file.sha256, golden: goldenSha, ...tokenizerHashes(manifest) };
     const extra = file.external_data ? manifest.files.find((f) => f.path === file.external_data) : undefined;
     if (extra) inputs[extra.path] = extra.sha256;
-    // An engine's vectors are TensorRT's: the trtexec that runs it is one of its inputs.
-    if (backend === "trt" && trtexec) inputs.trtexec = `${trtexec.path} ${versionString(trtexec)}`;
+    if (backend === "trt" && trtexecId) inputs.trtexec = trtexecId;
     const vOptions = { tolerance: options.tolerance, tolerances: options.tolerances?.(precision), batch_size: options.batchSize, bge: options.codeId };
     const profile = file.trt?.profile;
     const name = backend === "trt" ? `verify-trt-${precision}${profile ? `-${profile}` : ""}` : `verify-${precision}`;

@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { writeArtifactFolder } from "../artifacts/artifact-writer.js";
-import { describeFile, verifyManifestFiles, type ArtifactFile, type ArtifactRole, type BuiltBy, type EngineRecord, type Manifest } from "../artifacts/manifest.js";
+import { describeFile, PROFILE_NAME, PROFILE_NAME_RULE, verifyManifestFiles, type ArtifactFile, type ArtifactRole, type BuiltBy, type EngineRecord, type Manifest } from "../artifacts/manifest.js";
 import { maxModelLength, readEncoderConfig } from "../checkpoint/config.js";
 import { ToolFailedError, UsageError } from "../errors.js";
 import { encoderInputNames, encoderOutputNames, fp32PinnedNodes } from "../onnx/encoder-graph.js";
@@ -10,7 +10,6 @@ import { onInterrupt } from "../util/interrupt.js";
 import { pathExists } from "../util/fs.js";
 import { buildTrtexecArgs, sourceGraphFor, type BatchSeq, type TrtBuildRequest } from "./build-args.js";
 import { versionString, type TrtexecInfo } from "./discover-trtexec.js";
-import { PROFILE_NAME } from "./engine-binding.js";
 import { parseTrtexecLog, tailLines } from "./trtexec-log.js";
 
 export type EnginePrecision = "fp32" | "fp16" | "int8";
@@ -52,6 +51,11 @@ export interface BuildEnginesOptions {
 /** model.<precision>.plan for the default profile, model.<precision>.<profile>.plan for a named one. */
 export function engineFileName(precision: EnginePrecision, profile?: string): string {
   return profile ? `model.${precision}.${profile}.plan` : `model.${precision}.plan`;
+}
+
+/** trtexec's build log beside its engine: model.<precision>[.<profile>].log. */
+export function engineLogFileName(precision: EnginePrecision, profile?: string): string {
+  return engineFileName(precision, profile).replace(/\.plan$/, ".log");
 }
 
 /** The default profile: any batch up to 32 of any length the artifact accepts, tuned for 8 × 128. */
@@ -101,7 +105,7 @@ export async function buildEngines(options: BuildEnginesOptions): Promise<{ mani
     const outputs = encoderOutputNames(previous.pooling, previous.heads);
     const shapes = defaultShapes(previous.max_length, options.shapes);
     const profile = options.profile;
-    if (profile !== undefined && !PROFILE_NAME.test(profile)) throw new UsageError(`--profile ${JSON.stringify(profile)}: a profile name is 1–32 lowercase letters, digits and -, starting with a letter or digit`);
+    if (profile !== undefined && !PROFILE_NAME.test(profile)) throw new UsageError(`--profile ${JSON.stringify(profile)}: ${PROFILE_NAME_RULE}`);
     if (profile === undefined && shapes.max[1] > previous.max_length) {
       throw new UsageError(
         `--max-shape ${shapes.max.join("x")}: sequences longer than the artifact's max_length ${previous.max_length} never reach the default engine; use at most ${shapes.max[0]}x${previous.max_length}, or build a named profile for longer inputs (--profile NAME)`,
@@ -122,7 +126,7 @@ export async function buildEngines(options: BuildEnginesOptions): Promise<{ mani
       await verifyManifestFiles(dir, previous, (f) => needed.has(f.path));
 
       const engineName = engineFileName(precision, profile);
-      const logName = engineName.replace(/\.plan$/, ".log");
+      const logName = engineLogFileName(precision, profile);
       const request: TrtBuildRequest = {
         onnx: join(dir, source.path),
         engine: join(staging, engineName),

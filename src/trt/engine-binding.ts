@@ -1,4 +1,4 @@
-import type { ArtifactFile, EngineRecord } from "../artifacts/manifest.js";
+import { PROFILE_NAME, PROFILE_NAME_RULE, type ArtifactFile, type EngineRecord } from "../artifacts/manifest.js";
 import { UsageError } from "../errors.js";
 import { versionString, type TrtexecInfo } from "./discover-trtexec.js";
 
@@ -63,9 +63,6 @@ export function checkEngineDevice(engine: string, binding: EngineBinding, seen: 
  * The `trt` record of an engine entry, checked field by field: the runner trusts its profile, inputs,
  * outputs and version, so a malformed one is exit 2 naming the field, never a run with made-up shapes.
  */
-/** A named engine profile: it becomes part of a file name (model.fp16.<name>.plan). */
-export const PROFILE_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
-
 export function engineRecordOf(file: ArtifactFile, manifestPath: string, index: number): EngineRecord {
   const at = `files[${index}].trt`;
   const bad = (field: string, value: unknown, expected: string) =>
@@ -89,6 +86,6 @@ export function engineRecordOf(file: ArtifactFile, manifestPath: string, index: 
   const names = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((s) => typeof s === "string" && s !== "");
   if (!names(r.inputs)) throw bad(".inputs", r.inputs, "a list of input names");
   if (!names(r.outputs)) throw bad(".outputs", r.outputs, "a list of output names");
-  if (r.profile !== undefined && !(typeof r.profile === "string" && PROFILE_NAME.test(r.profile))) throw bad(".profile", r.profile, "a profile name (letters, digits, -)");
+  if (r.profile !== undefined && !(typeof r.profile === "string" && PROFILE_NAME.test(r.profile))) throw bad(".profile", r.profile, PROFILE_NAME_RULE);
   return file.trt!;
 }
