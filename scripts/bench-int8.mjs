@@ -2,9 +2,10 @@
 // INT8 on CPU (issue 10): `model.int8.onnx` (dynamic int8 for ONNX Runtime CPU) against
 // `model.fp32.onnx` on a bge-small-zh-v1.5-shaped fixture, batch 32 × seq 128, same run, same thread
 // count, as a throughput ratio (target ≥ 1.8× on AVX2, ≥ 2.5× where the CPU has VNNI); the Q/DQ
-// graph (`model.int8.qdq.onnx`, built for TensorRT) is timed beside them for information, and so,
-// where `bge quantize` quantises activations per token, is the same int8 graph with per-tensor
-// DynamicQuantizeLinear (what `bge quantize --activations per-tensor` writes; written under .bench/).
+// graph (`model.int8.qdq.onnx`, built for TensorRT) is timed beside them for information, and so are
+// the int8 graph's other activation modes: per token (`bge quantize --activations per-token`, on a
+// copy of the artifact) and per-tensor DynamicQuantizeLinear (`--activations per-tensor`; written
+// under .bench/).
 //
 // One run does it all:
 //   1. fixture (seed 42, real zh tokenizer when ../shared has it) → `bge export --precision fp32`
@@ -207,12 +208,11 @@ const quantizationOf = async (path) => {
   }
 };
 for (const m of MODELS.slice(1)) m.quantization = await quantizationOf(m.path);
-// For information: where bge quantize quantises activations per token (its default since b761bf1),
-// the same graph with per-tensor DynamicQuantizeLinear (`bge quantize --activations per-tensor`),
-// written beside the artifact with the sidecar files verify needs.
+// For information: the same graph with per-tensor DynamicQuantizeLinear (`bge quantize --activations
+// per-tensor`), written beside the artifact with the sidecar files verify needs.
 const variantDir = join(bench, "per-tensor");
 rmSync(variantDir, { recursive: true, force: true });
-if (MODELS[1].quantization?.activations && !/per tensor/.test(MODELS[1].quantization.activations)) {
+if (MODELS[1].quantization?.activations && !/per batch/.test(MODELS[1].quantization.activations)) {
   mkdirSync(variantDir, { recursive: true });
   for (const f of readdirSync(artifact)) {
     if (!f.endsWith(".onnx") && !f.endsWith(".data") && f !== "manifest.json" && f !== "calibration.cache" && !f.startsWith(".")) cpSync(join(artifact, f), join(variantDir, f), { recursive: true });
@@ -221,20 +221,21 @@ if (MODELS[1].quantization?.activations && !/per tensor/.test(MODELS[1].quantiza
   const path = join(variantDir, "model.int8.onnx");
   await writeDynamicInt8Model(MODELS[0].path, path, { activations: "per-tensor", exclude: (t) => quantize.kept_in_float.includes(t.node) });
   const quantization = await quantizationOf(path);
-  if (/per tensor/.test(quantization?.activations ?? "")) {
+  if (/per batch/.test(quantization?.activations ?? "")) {
     MODELS.push({ key: "int8-per-tensor", file: "model.int8.onnx", path, quantization, label: "with per-tensor activations (`--activations per-tensor`; information)" });
   }
 }
-// The same int8 graph with calibrated static activation scales and fused MatMulIntegerToFloat
-// (`bge quantize --activations static`), from a copy of the artifact.
-const staticDir = join(bench, "static");
-rmSync(staticDir, { recursive: true, force: true });
-cpSync(artifact, staticDir, { recursive: true, filter: (src) => !/[\\/]\.[^\\/]*$/.test(src) });
-log("bge quantize --activations static …");
-bge("quantize", staticDir, "--calibration", calibrationFile, "--precision", "int8", "--activations", "static", "--quiet");
+// For information: the int8 graph with activations quantised per token at run time (`bge quantize
+// --activations per-token`), from a copy of the artifact.
+rmSync(join(bench, "static"), { recursive: true, force: true }); // (what an earlier version of this script wrote)
+const perTokenDir = join(bench, "per-token");
+rmSync(perTokenDir, { recursive: true, force: true });
+cpSync(artifact, perTokenDir, { recursive: true, filter: (src) => !/[\\/]\.[^\\/]*$/.test(src) });
+log("bge quantize --activations per-token …");
+bge("quantize", perTokenDir, "--calibration", calibrationFile, "--precision", "int8", "--activations", "per-token", "--quiet");
 {
-  const path = join(staticDir, "model.int8.onnx");
-  MODELS.push({ key: "int8-static", file: "model.int8.onnx", path, quantization: await quantizationOf(path), label: "with static calibrated activations (`--activations static`)" });
+  const path = join(perTokenDir, "model.int8.onnx");
+  MODELS.push({ key: "int8-per-token", file: "model.int8.onnx", path, quantization: await quantizationOf(path), label: "with per-token activations (`--activations per-token`; information)" });
 }
 for (const m of MODELS) m.bytes = statSync(m.path).size;
 const sessionOptions = { graphOptimizationLevel: "all", executionMode: "sequential", intraOpNumThreads: THREADS, interOpNumThreads: 1, executionProviders: ["cpu"] };
@@ -343,6 +344,7 @@ for (const m of MODELS) {
     .map(([name, n]) => name.slice(0, -`/${n.op}${KEY}`.length));
   const EPILOGUE = new Set([`Cast${KEY}`, `scale/Mul${KEY}`, `Mul${KEY}`, `Add${KEY}`]);
   const category = (name, op) => {
+    if (name.startsWith("/embeddings/") || op === "EmbedLayerNormalization") return "embeddings";
     if (INT8_GEMM.has(op)) return "int8_gemm";
     if (QUANT.has(op) || name.includes("/input_quantizer/")) return "quantize_ops";
     if (int8Places.some((p) => name.startsWith(`${p}/`) && EPILOGUE.has(name.slice(p.length + 1)))) return "int8_epilogue";
@@ -352,7 +354,7 @@ for (const m of MODELS) {
   };
   const byOp = {};
   const otherByOp = {};
-  const parts = { int8_gemm: 0, quantize_ops: 0, int8_epilogue: 0, float_linear_gemm: 0, float_attention_matmul: 0, other_float: 0 };
+  const parts = { embeddings: 0, int8_gemm: 0, quantize_ops: 0, int8_epilogue: 0, float_linear_gemm: 0, float_attention_matmul: 0, other_float: 0 };
   let total = 0;
   for (const [name, { op, ms }] of perNode) {
     const x = median(ms);
@@ -407,7 +409,7 @@ const parity = Object.fromEntries(
     },
   ]),
 );
-for (const variant of MODELS.filter((m) => m.key === "int8-per-tensor" || m.key === "int8-static")) {
+for (const variant of MODELS.filter((m) => m.key === "int8-per-tensor" || m.key === "int8-per-token")) {
   log(`bge verify of the ${variant.key} variant …`);
   const vv = spawnSync(process.execPath, [bgeBin, "verify", variant.path, "--golden", golden, "--precision", "int8", "--json"], { encoding: "utf8", maxBuffer: 256 << 20 });
   if (vv.status !== 0 && vv.status !== 1) {
@@ -481,36 +483,40 @@ notes.push(
     : `Target: the CPU has ${vnni ? `VNNI (${[isa.avx512_vnni && "avx512_vnni", isa.avx_vnni && "avx_vnni"].filter(Boolean).join(", ")})` : "AVX2 but no VNNI"}, so ≥ ${target.ratio}× applies: **${met ? "met" : "not met"}** (${ratio.toFixed(2)}×).`,
 );
 if (pi && pf) {
+  const at = (p) => p.ms_at_timed_median;
   notes.push(
-    `Where the time goes (ONNX Runtime's profiler on separate sessions, ${PROFILE_RUNS} interleaved rounds, each kernel's median summed by operator type; the shares applied to the timed medians): fp32 ${throughput.fp32.median_ms_per_batch} ms = linear-layer Gemms ${pf.ms_at_timed_median.float_linear_gemm} + attention MatMuls ${pf.ms_at_timed_median.float_attention_matmul} + everything else ${pf.ms_at_timed_median.other_float}; int8 ${throughput.int8.median_ms_per_batch} ms = integer GEMMs ${pi.ms_at_timed_median.int8_gemm} (ORT ran ${pi.int8_ops.join(", ") || "none"}) + activation quantisation outside them ${pi.ms_at_timed_median.quantize_ops} + row scales, back to float and bias after the integer GEMMs ${pi.ms_at_timed_median.int8_epilogue} + attention MatMuls ${pi.ms_at_timed_median.float_attention_matmul} + everything else ${pi.ms_at_timed_median.other_float} (mostly ${pi.other_ops.join(", ")}).${pq ? ` The Q/DQ graph runs most of its linear layers as DequantizeLinear → float Gemm on ORT CPU (float Gemm ${(pq.share.float_linear_gemm * 100).toFixed(0)}% of its time, integer GEMMs ${(pq.share.int8_gemm * 100).toFixed(0)}%, Q/DQ ops ${(pq.share.quantize_ops * 100).toFixed(0)}%), so it is no faster than fp32 here; it is built for TensorRT.` : ""}`,
+    `Where the time goes (ONNX Runtime's profiler on separate sessions, ${PROFILE_RUNS} interleaved rounds, each kernel's median summed by operator type; the shares applied to the timed medians): fp32 ${throughput.fp32.median_ms_per_batch} ms = embeddings ${at(pf).embeddings} + linear-layer Gemms ${at(pf).float_linear_gemm} + attention MatMuls ${at(pf).float_attention_matmul} + everything else ${at(pf).other_float}; int8 ${throughput.int8.median_ms_per_batch} ms = embeddings ${at(pi).embeddings} + integer GEMMs ${at(pi).int8_gemm} (ORT ran ${pi.int8_ops.join(", ") || "none"}${/^int8/.test(MODELS[1].quantization?.attention ?? "") ? "; the attention MatMuls included" : ""}) + activation quantisation outside them ${at(pi).quantize_ops} + row scales, back to float and bias after the integer GEMMs ${at(pi).int8_epilogue} + float attention MatMuls ${at(pi).float_attention_matmul} + everything else ${at(pi).other_float} (mostly ${pi.other_ops.join(", ")}).${pq ? ` The Q/DQ graph runs most of its linear layers as DequantizeLinear → float Gemm on ORT CPU (float Gemm ${(pq.share.float_linear_gemm * 100).toFixed(0)}% of its time, integer GEMMs ${(pq.share.int8_gemm * 100).toFixed(0)}%, Q/DQ ops ${(pq.share.quantize_ops * 100).toFixed(0)}%), so it is no faster than fp32 here; it is built for TensorRT.` : ""}`,
   );
-  const L32 = pf.ms_at_timed_median.float_linear_gemm;
-  const L8 = pi.ms_at_timed_median.int8_gemm + pi.ms_at_timed_median.quantize_ops + pi.ms_at_timed_median.int8_epilogue;
-  const rest8 = throughput.int8.median_ms_per_batch - L8;
-  const budget = throughput.fp32.median_ms_per_batch / (target.ratio ?? 1) - rest8;
+  const L32 = at(pf).float_linear_gemm + (/^int8/.test(MODELS[1].quantization?.attention ?? "") ? at(pf).float_attention_matmul : 0);
+  const L8 = at(pi).int8_gemm + at(pi).quantize_ops + at(pi).int8_epilogue;
+  const E32 = at(pf).embeddings;
+  const E8 = at(pi).embeddings;
+  const rest8 = throughput.int8.median_ms_per_batch - L8 - E8;
+  const budget = throughput.fp32.median_ms_per_batch / (target.ratio ?? 1) - rest8 - E8;
   notes.push(
-    `Why ${met ? "it is met" : "the target is not met"}: \`model.int8.onnx\` (weights ${MODELS[1].quantization?.weights ?? "?"}; activations ${MODELS[1].quantization?.activations ?? "?"}) quantises the linear layers only (Q/K/V, attention output, FFN: ${(pf.share.float_linear_gemm * 100).toFixed(0)}% of the fp32 time). Those run ${(L32 / L8).toFixed(2)}× faster in int8 (${L8.toFixed(0)} ms vs ${L32.toFixed(0)} ms: ORT's u8×s8 integer GEMMs with 7-bit weights (reduce_range) ${pi.ms_at_timed_median.int8_gemm} ms, activation quantisation ${pi.ms_at_timed_median.quantize_ops} ms, row scales, back to float and bias ${pi.ms_at_timed_median.int8_epilogue} ms). The two attention MatMuls stay float (both operands are activations; ORT's dynamic quantisation covers only MatMuls with a constant B), and so do embeddings, LayerNorm, GELU, Softmax, residual adds and pooling: ${rest8.toFixed(0)} ms of the int8 batch (fp32: ${(throughput.fp32.median_ms_per_batch - L32).toFixed(0)} ms) that int8 does not shorten.${target.ratio ? ` For ${target.ratio}× the int8 batch would have to take ${(throughput.fp32.median_ms_per_batch / target.ratio).toFixed(0)} ms, leaving ${budget > 0 ? `${budget.toFixed(0)} ms for the linear layers: a ${(L32 / budget).toFixed(1)}× GEMM speedup instead of ${(L32 / L8).toFixed(2)}×` : "nothing for the linear layers: out of reach while the float part stays as it is"}.` : ""} The file is ${(int8Share(MODELS[1]) * 100).toFixed(0)}% of fp32 because the ${config.vocab_size}×${config.hidden_size} word-embedding table (${wordEmbMb.toFixed(0)} MB) stays fp32; it is a gather, not compute, so it costs size, not time.`,
+    `Why ${met ? "it is met" : "the target is not met"}: \`model.int8.onnx\` (weights ${MODELS[1].quantization?.weights ?? "?"}; activations ${MODELS[1].quantization?.activations ?? "?"}; embeddings ${MODELS[1].quantization?.embeddings ?? "float, standard ops"}) quantises the linear layers (Q/K/V, attention output, FFN)${/^int8/.test(MODELS[1].quantization?.attention ?? "") ? " and the attention MatMuls" : ""}: ${((L32 / throughput.fp32.median_ms_per_batch) * 100).toFixed(0)}% of the fp32 time. Those run ${(L32 / L8).toFixed(2)}× faster in int8 (${L8.toFixed(0)} ms vs ${L32.toFixed(0)} ms: ORT's u8×s8 integer GEMMs ${at(pi).int8_gemm} ms, activation quantisation ${at(pi).quantize_ops} ms, work after the GEMMs ${at(pi).int8_epilogue} ms). The embeddings take ${E8.toFixed(0)} ms (fp32: ${E32.toFixed(0)} ms). ${/^int8/.test(MODELS[1].quantization?.attention ?? "") ? `The two attention MatMuls are int8 too (${MODELS[1].quantization.attention}; counted with the integer GEMMs above: fp32 spends ${at(pf).float_attention_matmul} ms on them); LayerNorm, GELU, Softmax, transposes, residual adds and pooling stay float` : "The two attention MatMuls stay float, and so do LayerNorm, GELU, Softmax, residual adds and pooling"}: ${rest8.toFixed(0)} ms of the int8 batch (fp32: ${(throughput.fp32.median_ms_per_batch - L32 - E32 - at(pf).float_attention_matmul).toFixed(0)} ms without its attention MatMuls).${target.ratio ? ` ${target.ratio}× means an int8 batch of ${(throughput.fp32.median_ms_per_batch / target.ratio).toFixed(0)} ms${met ? "" : `, leaving ${budget > 0 ? `${budget.toFixed(0)} ms for the linear layers: a ${(L32 / budget).toFixed(1)}× GEMM speedup instead of ${(L32 / L8).toFixed(2)}×` : "nothing for the linear layers"}`}.` : ""} The file is ${(int8Share(MODELS[1]) * 100).toFixed(0)}% of fp32 because the ${config.vocab_size}×${config.hidden_size} word-embedding table (${wordEmbMb.toFixed(0)} MB) stays fp32; it is a gather, not compute, so it costs size, not time.`,
   );
 }
 /** A variant's speed against fp32 in this run, and against the target that applies. */
 const inThisRun = (t) => `**${t.ratio_vs_fp32.toFixed(2)}×** fp32 in this run (paired ${t.ratio_paired_median.toFixed(2)}×, best ${t.ratio_best_run.toFixed(2)}×)`;
-const againstTarget = (t, too = "") => (target.ratio ? (t.ratio_vs_fp32 >= target.ratio ? `meeting ≥ ${target.ratio}×` : `short of ≥ ${target.ratio}×${too}`) : "no target applies");
-const variantModel = MODELS.find((m) => m.key === "int8-per-tensor");
-if (variantModel) {
-  const tv = throughput[variantModel.key];
-  const pv = parity[variantModel.key];
-  const prv = profile[variantModel.key];
+const drift = (p) => (p?.batch_drift === undefined ? "" : `, batch drift (verify's batch-32 vs alone, 1 − cos) ${p.batch_drift.toExponential(1)}`);
+const parityOf = (p) => (p ? `parity min ${f3(p.min_cosine)} / mean ${f3(p.mean_cosine)}, ${p.pass ? "pass" : "fail"}${drift(p)}` : "parity not measured");
+notes.push(
+  `Activations: \`bge quantize\` gives \`model.int8.onnx\` each linear input's calibrated range (after smoothing, the Q/DQ graph's) by default — one QuantizeLinear and one fused MatMulIntegerToFloat with the bias per layer, no run-time reduction — and the attention MatMuls' inputs theirs (probabilities at their bound, 1/255); ${parityOf(parity.int8)} (the same text's vector whatever its batch).`,
+);
+const perToken = MODELS.find((m) => m.key === "int8-per-token");
+if (perToken) {
+  const t = throughput[perToken.key];
   notes.push(
-    `Per-token vs per-tensor activations: \`bge quantize\` quantises each token's row on its own by default (so a text's vector does not depend on its batch or padding), with ReduceMax/ReduceMin and a QuantizeLinear along axis 0 of its own, ORT's MatMulIntegerToFloat (weight scales inside) and the row scales and bias after it; the same graph with per-tensor DynamicQuantizeLinear (\`bge quantize --activations per-tensor\`${prv ? `; ORT fuses it into ${prv.int8_ops.join(", ")}` : ""}) runs ${inThisRun(tv)} — ${againstTarget(tv, " too")} — with parity ${pv ? `min ${f3(pv.min_cosine)} / mean ${f3(pv.mean_cosine)}, ${pv.pass ? "pass" : "fail"}` : "not measured"}${pv && parity.int8 ? `; batch drift (verify's batch-32 vs alone, 1 − cos) ${pv.batch_drift?.toExponential(1)} vs per-token ${parity.int8.batch_drift?.toExponential(1)}` : ""}.`,
+    `Per token (\`--activations per-token\`: each row's own scale computed at run time with ReduceMax/ReduceMin and a QuantizeLinear along axis 0, ORT's MatMulIntegerToFloat, then the row scales and the bias — nothing clipped however far an input strays from the calibration corpus): ${inThisRun(t)}, ${parityOf(parity[perToken.key])}; the row-scale pass and the reductions are what it costs over the default.`,
   );
 }
-const staticModel = MODELS.find((m) => m.key === "int8-static");
-if (staticModel) {
-  const ts = throughput[staticModel.key];
-  const ps = parity[staticModel.key];
-  const prs = profile[staticModel.key];
+const perTensor = MODELS.find((m) => m.key === "int8-per-tensor");
+if (perTensor) {
+  const t = throughput[perTensor.key];
+  const pr = profile[perTensor.key];
   notes.push(
-    `Static activations (\`bge quantize --activations static\`): the calibrated range of each linear input (after smoothing, the Q/DQ graph's), one QuantizeLinear and one fused MatMulIntegerToFloat with the bias per layer${prs ? ` (ORT ran ${prs.int8_ops.join(", ")})` : ""}: ${inThisRun(ts)} — ${againstTarget(ts)} — with parity ${ps ? `min ${f3(ps.min_cosine)} / mean ${f3(ps.mean_cosine)}, ${ps.pass ? "pass" : "fail"}, batch drift ${ps.batch_drift?.toExponential(1)} (independent of the batch, like per-token)` : "not measured"}.`,
+    `Per tensor (\`--activations per-tensor\`: DynamicQuantizeLinear over the whole batch${pr ? `; ORT fuses it into ${pr.int8_ops.join(", ")}` : ""}): ${inThisRun(t)}, ${parityOf(parity[perTensor.key])} — one text's range sets every text's resolution in its batch.`,
   );
 }
 notes.push(

@@ -75,9 +75,15 @@ describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
     for (const role of ["onnx-fp32", "onnx-int8-qdq", "onnx-int8-dynamic", "calib-cache"]) expect(roles[role], role).toBeDefined();
     const q = roles["onnx-int8-dynamic"]!.quantization! as Int8QuantizationRecord;
     expect(q.method).toBe("minmax");
-    // No outlier channels on this fixture: SmoothQuant (auto) has nothing to smooth; tokens get their own scales.
+    // No outlier channels on this fixture: SmoothQuant (auto) has nothing to smooth; activations take their calibrated ranges.
     expect(q.smoothing).toEqual({ setting: "auto", inputs: [] });
-    expect(q.activations).toBe("per-token");
+    expect(q.activations).toBe("static");
+    // Static: per layer one QuantizeLinear per linear input (Q/K/V share theirs) and one fused
+    // MatMulIntegerToFloat with the bias per linear layer; Q, K, V and the probabilities quantised for
+    // the two attention MatMuls, which run as MatMulIntegerToFloat too; no run-time reduction.
+    const nodes = (await readOnnxModel(join(artifact, roles["onnx-int8-dynamic"]!.path))).graph.node;
+    const count = (op: string) => nodes.filter((n) => n.opType === op).length;
+    expect([count("MatMulIntegerToFloat"), count("QuantizeLinear"), count("ReduceMax"), count("Gemm"), count("MatMul")]).toEqual([8 * 4, 8 * 4, 0, 0, 0]);
     expect(q.texts).toBeGreaterThan(495);
     expect(q.auto_excluded).toEqual([]);
     expect(q.tensors).toBeGreaterThan(4 * 6);
@@ -101,6 +107,8 @@ describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
       expect(a.summary.mean_cosine).toBeGreaterThan(0.99);
       // Not a gate that passes anything: int8 is measurably not fp32.
       expect(a.summary.mean_cosine).toBeLessThan(0.99999);
+      // Calibrated scales: a text's vector does not depend on the texts batched with it.
+      if (precision === "int8") expect(a.summary.batch_drift).toBeLessThan(1e-9);
     }
   });
 
@@ -115,17 +123,18 @@ describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
     expect(d?.message).toMatch(/--exclude \/encoder\/layer\.\d/);
   });
 
-  it("--activations static writes calibrated scales and fused MatMulIntegerToFloat (bias inside), records it, passes the gate, and keeps a text's vector independent of its batch", async () => {
-    const fixed = join(root, "zh-static-onnx");
+  it("--activations per-token writes run-time row scales (reductions, MatMulIntegerToFloat, row scales, bias), records it, passes the gate, and keeps a text's vector independent of its batch", async () => {
+    const fixed = join(root, "zh-per-token-onnx");
     expect((await runBge(["export", join(root, "zh"), "-o", fixed, "--precision", "fp32", "--quiet"])).code).toBe(0);
-    const r = await runBge(["quantize", fixed, "--calibration", calibration, "--precision", "int8", "--activations", "static", "--quiet"]);
+    const r = await runBge(["quantize", fixed, "--calibration", calibration, "--precision", "int8", "--activations", "per-token", "--quiet"]);
     expect(r.code, r.stderr).toBe(0);
     const file = (await readManifest(fixed)).files.find((f) => f.role === "onnx-int8-dynamic")!;
-    expect((file.quantization as Int8QuantizationRecord).activations).toBe("static");
+    expect((file.quantization as Int8QuantizationRecord).activations).toBe("per-token");
     const nodes = (await readOnnxModel(join(fixed, file.path))).graph.node;
     expect(nodes.filter((n) => n.opType === "MatMulIntegerToFloat")).toHaveLength(6 * 4);
+    // One quantiser per linear input (Q/K/V share theirs), each a max and a min over the row.
+    expect(nodes.filter((n) => n.opType === "ReduceMax")).toHaveLength(4 * 4);
     expect(nodes.filter((n) => n.opType === "QuantizeLinear")).toHaveLength(4 * 4);
-    expect(nodes.map((n) => n.opType)).not.toContain("ReduceMax");
     const { code, report } = await verify(fixed, golden, "int8");
     expect(code, JSON.stringify(report.artifacts[0]!.diagnoses)).toBe(0);
     expect(report.artifacts[0]!.summary.min_cosine).toBeGreaterThan(0.98);

@@ -242,9 +242,9 @@ export function buildProgram(): Command {
       return setting;
     }, "auto" as SmoothSetting)
     .addOption(
-      new Option("--activations <mode>", "model.int8.onnx: per-token scales at run time (vectors independent of batch and padding), static calibrated per-tensor scales (fastest, batch-independent, a calibrated range's accuracy) or per-tensor DynamicQuantizeLinear (batch-dependent)")
-        .choices(["per-token", "static", "per-tensor"])
-        .default("per-token"),
+      new Option("--activations <mode>", "model.int8.onnx: static calibrated per-tensor scales (fastest; vectors independent of batch and padding; inputs beyond the calibrated range are clipped), per-token scales computed at run time (no clipping, ~20% slower) or per-tensor DynamicQuantizeLinear (batch-dependent)")
+        .choices(["static", "per-token", "per-tensor"])
+        .default("static"),
     )
     .option("--trt-version <version>", "TensorRT version for the calibration cache header (implicit INT8 on 8.6/10)", "8.6.1")
     .option("--batch-size <n>", "texts per calibration run", integerOption("--batch-size", LIMITS.batchSize), 16)

@@ -23,7 +23,7 @@ export interface QuantizeCommandOptions {
   autoExclude: boolean;
   /** @default "auto" */
   smooth?: SmoothSetting;
-  /** @default "per-token" */
+  /** @default "static" */
   activations?: DynamicActivations;
   argv: string[];
 }

@@ -10,7 +10,8 @@ import { OnnxType } from "../onnx/proto.js";
 import { OnnxEmbedder } from "../runners/onnx-embedder.js";
 import { calibrate } from "./calibrate.js";
 import { commonPath, writeDynamicInt8Model } from "./dynamic-graph.js";
-import { readOnnxModel, type OnnxModelFile } from "./onnx-model-io.js";
+import { pruneUnused, readOnnxModel, type OnnxModelFile } from "./onnx-model-io.js";
+import { GraphBuilder } from "../onnx/graph-builder.js";
 import { findQuantTargets } from "./targets.js";
 
 const builtBy = { tool: "bge", version: "test", args: ["export"] };
@@ -136,7 +137,7 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
   });
 
   for (const shape of ["tiny", "bge-small-zh-v1.5"]) {
-    it(`${shape}: every linear layer as per-token quantisation + MatMulIntegerToFloat, attention MatMuls in float, vectors within cosine 0.99 of fp32; static calibrated scales fuse the bias too`, async () => {
+    it(`${shape}: every linear layer as per-token quantisation + MatMulIntegerToFloat, attention MatMuls in float, vectors within cosine 0.99 of fp32; static calibrated scales fuse the bias too and take the attention MatMuls to int8`, async () => {
       const dir = await artifact(root, shape, { shape });
       const fp32Path = join(dir, "model.fp32.onnx");
       const fp32 = await readOnnxModel(fp32Path);
@@ -201,15 +202,39 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
       const fixed = join(dir, "model.int8.static.onnx");
       await writeDynamicInt8Model(fp32Path, fixed, { activations: "static", activationAmax: amax });
       const st = await readOnnxModel(fixed);
-      expect(countPerLayer(st, "MatMulIntegerToFloat")).toEqual(perLayer(6));
-      expect(countPerLayer(st, "QuantizeLinear")).toEqual(perLayer(4));
+      // 6 linear layers and the two attention MatMuls per layer; quantisers: 4 linear inputs, Q, K, V
+      // and the probabilities.
+      expect(countPerLayer(st, "MatMulIntegerToFloat")).toEqual(perLayer(8));
+      expect(countPerLayer(st, "QuantizeLinear")).toEqual(perLayer(8));
+      expect(countPerLayer(st, "MatMul")).toEqual({});
       expect(countPerLayer(st, "ReduceMax")).toEqual({});
       expect(countPerLayer(st, "Add")).toEqual(countPerLayer(fp32, "Add"));
-      expect(st.graph.node.filter((n) => n.opType === "MatMulIntegerToFloat").every((n) => n.input!.length === 7 && n.input![6]!.endsWith(".bias"))).toBe(true);
-      expect(JSON.parse(st.metadata.quantization!).activations).toMatch(/calibrated/);
+      const linearKernels = st.graph.node.filter((n) => n.opType === "MatMulIntegerToFloat" && !n.name!.includes("/attention/self/MatMul"));
+      expect(linearKernels.length === 6 * layers.size && linearKernels.every((n) => n.input!.length === 7 && n.input![6]!.endsWith(".bias"))).toBe(true);
+      // Q, K and V are split into heads as bytes; 1/√d went into Q's scale (no Mul left in attention).
+      const transposes = st.graph.node.filter((n) => n.opType === "Transpose" && /\/(query|key|value)\//.test(n.name!));
+      expect(transposes.map((n) => st.graph.node.find((m) => m.output?.[0] === st.graph.node.find((r) => r.output?.[0] === n.input![0])!.input![0])!.opType)).toEqual(transposes.map(() => "QuantizeLinear"));
+      expect(st.graph.node.filter((n) => n.opType === "Mul" && n.name!.includes("/attention/self/"))).toEqual([]);
+      const meta = JSON.parse(st.metadata.quantization!);
+      expect(meta.activations).toMatch(/calibrated/);
+      expect(meta.attention).toMatch(new RegExp(`^int8 in layers ${[...layers].join(", ")}:`));
       const staticVectors = await vectors(dir, fixed, list);
-      expect(cosines(staticVectors, reference).min).toBeGreaterThanOrEqual(0.99);
+      const staticCos = cosines(staticVectors, reference);
+      expect(staticCos.min).toBeGreaterThanOrEqual(0.99);
       expect(cosines(await vectors(dir, fixed, [list[0]!]), [staticVectors[0]!]).min).toBeGreaterThan(1 - 1e-9);
+      // The same graph with float attention: the int8 attention costs little beside the linear layers' int8.
+      const floatAttention = join(dir, "model.int8.static-float-attention.onnx");
+      await writeDynamicInt8Model(fp32Path, floatAttention, { activations: "static", activationAmax: amax, int8Attention: false });
+      expect(countPerLayer(await readOnnxModel(floatAttention), "MatMul")).toEqual(perLayer(2));
+      const floatCos = cosines(await vectors(dir, floatAttention, list), reference);
+      console.info(`${shape} static int8 vs fp32: int8 attention min ${staticCos.min.toFixed(5)} mean ${staticCos.mean.toFixed(5)}; float attention min ${floatCos.min.toFixed(5)} mean ${floatCos.mean.toFixed(5)}`);
+      expect(1 - staticCos.mean).toBeLessThan(2 * (1 - floatCos.mean) + 1e-4);
+      // An excluded attention target keeps its layer's attention float.
+      const part = join(dir, "model.int8.static-partial.onnx");
+      await writeDynamicInt8Model(fp32Path, part, { activations: "static", activationAmax: amax, exclude: (t) => t.kind === "attention-context" && t.layer === 0 });
+      const pt = await readOnnxModel(part);
+      expect(countPerLayer(pt, "MatMul")).toEqual({ "0": 2 });
+      expect(JSON.parse(pt.metadata.quantization!).attention).toMatch(new RegExp(`^int8 in layers ${[...layers].filter((l) => l !== "0").join(", ")}:`));
       await expect(writeDynamicInt8Model(fp32Path, join(dir, "x.onnx"), { activations: "static", activationAmax: new Map() })).rejects.toThrow(/no calibrated range for /);
     }, 240_000);
   }
@@ -233,5 +258,21 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
   it("names a shared quantiser by the path its readers share", () => {
     expect(commonPath(["/encoder/layer.0/attention/self/query", "/encoder/layer.0/attention/self/key", "/encoder/layer.0/attention/self/value"])).toBe("/encoder/layer.0/attention/self");
     expect(commonPath(["/encoder/layer.2/intermediate/dense"])).toBe("/encoder/layer.2/intermediate/dense");
+  });
+});
+
+describe("pruneUnused", () => {
+  it("drops dead chains and the initializers only they read, keeping what reaches an output", () => {
+    const g = new GraphBuilder("g");
+    g.input("x", OnnxType.FLOAT, [2]);
+    const one = g.constFloat("one", [1]);
+    const two = g.constFloat("two", [2]);
+    const live = g.op("Add", "live", ["x", one]);
+    const dead = g.op("Mul", "dead", ["x", two]);
+    g.op("Neg", "dead2", [dead]);
+    g.output(live, OnnxType.FLOAT, [2]);
+    pruneUnused(g);
+    expect(g.nodes.map((n) => n.name)).toEqual(["live"]);
+    expect(g.initializers.map((t) => t.name)).toEqual(["one"]);
   });
 });

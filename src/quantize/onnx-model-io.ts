@@ -245,3 +245,23 @@ export async function writeRewrittenModel(file: OnnxModelFile, outPath: string, 
     externalData: file.externalData ? true : "auto",
   });
 }
+
+/**
+ * Drops what a rewrite left unread: nodes none of whose outputs reach a graph output (repeatedly,
+ * so whole dead chains go) and initializers no remaining node reads. Initializer bytes are lazy, so
+ * a dropped weight is never read from the source.
+ */
+export function pruneUnused(g: GraphBuilder): void {
+  const needed = new Set(g.outputs.map((o) => o.name));
+  const keep = new Set<number>();
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const n = g.nodes[i]!;
+    if (!n.outputs.some((o) => needed.has(o))) continue;
+    keep.add(i);
+    for (const x of n.inputs) if (x) needed.add(x);
+  }
+  const nodes = g.nodes.filter((_, i) => keep.has(i));
+  g.nodes.splice(0, g.nodes.length, ...nodes);
+  const initializers = g.initializers.filter((t) => needed.has(t.name));
+  g.initializers.splice(0, g.initializers.length, ...initializers);
+}

@@ -52,7 +52,10 @@ export interface QuantizeArtifactOptions {
    * implicit INT8 builds from model.fp32.onnx as it is). @default "auto"
    */
   smooth?: SmoothSetting;
-  /** How model.int8.onnx quantises activations at run time (dynamic-graph.ts). @default "per-token" */
+  /**
+   * How model.int8.onnx quantises activations (dynamic-graph.ts): the calibrated ranges by default,
+   * the fastest form and as batch-independent as per token. @default "static"
+   */
   activations?: DynamicActivations;
   /** Test-only: the careless INT8 (per-tensor everything, LayerNorm and Softmax included) the gate must refuse. */
   naive?: boolean;
@@ -113,7 +116,7 @@ export async function quantizeArtifact(options: QuantizeArtifactOptions): Promis
   let smoothed: SmoothedInput[] = [];
   const written: ArtifactFile[] = [];
   const smooth = options.naive ? "off" : (options.smooth ?? "auto");
-  const activations = options.activations ?? "per-token";
+  const activations = options.activations ?? "static";
   const manifest = await writeArtifactFolder(dir, { command: "quantize", warn: options.onWarn }, async ({ staging, previous }) => {
     if (!previous) throw new UsageError(`${dir}: not an artifact folder (no manifest.json); make one with bge export, then quantize it`);
     const fp32 = previous.files.find((f) => f.role === ONNX_ROLES.fp32);
