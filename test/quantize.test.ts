@@ -1,10 +1,13 @@
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { cp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { readManifest } from "../src/artifacts/manifest.js";
 import { parseCalibrationCache } from "../src/quantize/calib-cache.js";
+import { calibrate } from "../src/quantize/calibrate.js";
 import { readOnnxModel } from "../src/quantize/onnx-model-io.js";
+import { writeQdqModel } from "../src/quantize/qdq-graph.js";
 import type { Int8QuantizationRecord } from "../src/quantize/quantize-artifact.js";
 import { HAVE_SHARED, REPO_ROOT, ZH_TOKENIZER } from "./helpers/paths.js";
 import { runBge } from "./helpers/run-bge.js";
@@ -112,14 +115,40 @@ describe("bge quantize on the bge-small-zh-v1.5 shape", () => {
     }
   });
 
-  it("calibrated on long passages only, Q/DQ fails on very short texts and the diagnosis says why and what to do", async () => {
+  it("calibrated on long passages only, Q/DQ still passes on 2-token texts because attention probabilities take their bound; clipped to the corpus maximum they fail, and the diagnosis names the attention layers and says why", async () => {
     const other = join(root, "zh-passages-only-onnx");
     expect((await runBge(["export", join(root, "zh"), "-o", other, "--precision", "fp32", "--quiet"])).code).toBe(0);
     expect((await runBge(["quantize", other, "--calibration", shortOnly, "--precision", "int8-qdq", "--quiet"])).code).toBe(0);
     const { code, report } = await verify(other, golden, "int8-qdq");
-    expect(code).toBe(1);
-    const d = report.artifacts[0]!.diagnoses.find((x) => x.code === "int8-layers");
-    expect(d?.message).toMatch(/calibrate on texts like the failing ones: they average \d+\.\d tokens, the calibration corpus \d+\.\d/);
+    expect(code, JSON.stringify(report.artifacts[0]!.diagnoses)).toBe(0);
+    const bound = report.artifacts[0]!.summary.min_cosine;
+    expect(bound).toBeGreaterThan(0.99);
+
+    // The same graph with the probabilities' range set as calibration saw it (below 1 on long
+    // passages): the near-certain attention rows of 2-token texts are clipped.
+    const cal = await calibrate({ modelPath: join(other, "model.fp32.onnx"), artifactDir: other, texts: (await readFile(shortOnly, "utf8")).split("\n").filter(Boolean), method: "minmax" });
+    const amax = new Map([...cal.tensors].map(([name, t]) => [name, name.endsWith("/Softmax_output_0") ? t.max : t.amax]));
+    const softmaxMax = [...cal.tensors].filter(([name]) => name.endsWith("/Softmax_output_0")).map(([, t]) => t.max);
+    expect(softmaxMax.length).toBe(4);
+    expect(Math.min(...softmaxMax)).toBeLessThan(0.99);
+    // In a copy of the artifact, its manifest entry updated as a quantiser with that range would have written it.
+    const clippedDir = join(root, "zh-clipped-probabilities");
+    await cp(other, clippedDir, { recursive: true });
+    const graph = join(clippedDir, "model.int8.qdq.onnx");
+    await writeQdqModel(join(other, "model.fp32.onnx"), graph, { activationAmax: amax });
+    const manifestPath = join(clippedDir, "manifest.json");
+    const manifest = JSON.parse(await readFile(manifestPath, "utf8")) as { files: { path: string; sha256: string; size: number }[] };
+    const entry = manifest.files.find((f) => f.path === "model.int8.qdq.onnx")!;
+    const bytes = await readFile(graph);
+    Object.assign(entry, { sha256: createHash("sha256").update(bytes).digest("hex"), size: bytes.length });
+    await writeFile(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
+    const clipped = await runBge(["verify", clippedDir, "--golden", golden, "--precision", "int8-qdq", "--json", "--quiet"]);
+    expect(clipped.code, clipped.stderr).toBe(1);
+    const a = (JSON.parse(clipped.stdout) as VerifyJson).artifacts[0]!;
+    expect(a.summary.min_cosine).toBeLessThan(0.98);
+    expect(a.summary.min_cosine).toBeLessThan(bound - 0.01);
+    const d = a.diagnoses.find((x) => x.code === "int8-layers");
+    expect(d?.message, JSON.stringify(a.diagnoses)).toMatch(/INT8 layers that move the vectors most on the failing texts: \/encoder\/layer\.\d\/attention\/self \(/);
     expect(d?.message).toMatch(/--exclude \/encoder\/layer\.\d/);
   });
 
@@ -251,7 +280,7 @@ describe("INT8 on the --outliers fixture: careless INT8 is refused with the laye
     expect(a.pass).toBe(false);
     expect(a.summary.mean_cosine).toBeLessThan(careful.report.artifacts[0]!.summary.mean_cosine - 0.05);
     const d = a.diagnoses.find((x) => x.code === "int8-layers");
-    expect(d?.message).toMatch(/INT8 layers that move the vectors most on the failing texts: \/encoder\/layer\.\d+\//);
+    expect(d?.message, JSON.stringify(a.diagnoses)).toMatch(/INT8 layers that move the vectors most on the failing texts: \/encoder\/layer\.\d+\//);
     expect(d?.message).toMatch(/--exclude \/encoder\/layer\.\d+\//);
     expect(existsSync(join(naive, "model.int8.qdq.onnx"))).toBe(true);
   });
