@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// INT8 on CPU (issue 10): `model.int8.onnx` (dynamic int8 for ONNX Runtime CPU) against
+// INT8 on CPU (issue 10): `model.int8.onnx` (bge quantize's integer-MatMul graph for ONNX Runtime CPU) against
 // `model.fp32.onnx` on a bge-small-zh-v1.5-shaped fixture, batch 32 × seq 128, same run, same thread
 // count, as a throughput ratio (target ≥ 1.8× on AVX2, ≥ 2.5× where the CPU has VNNI); the Q/DQ
 // graph (`model.int8.qdq.onnx`, built for TensorRT) is timed beside them for information, and so are
@@ -532,7 +532,7 @@ notes.push(
 const block = [
   SECTION,
   "",
-  `Target (issue 10): \`model.int8.onnx\` (\`bge quantize\`'s dynamic-int8 graph for ONNX Runtime CPU) runs ≥ 1.8× the sequences/s of \`model.fp32.onnx\` on AVX2, ≥ 2.5× where the CPU has VNNI, on the bge-small-zh-v1.5 shape at batch 32 × seq 128, same run; both artifacts' parity beside it; calibration time and peak memory for 500 texts. Run: ${fullDate}.`,
+  `Target (issue 10): \`model.int8.onnx\` (\`bge quantize\`'s integer-MatMul graph for ONNX Runtime CPU, role onnx-int8-dynamic) runs ≥ 1.8× the sequences/s of \`model.fp32.onnx\` on AVX2, ≥ 2.5× where the CPU has VNNI, on the bge-small-zh-v1.5 shape at batch 32 × seq 128, same run; both artifacts' parity beside it; calibration time and peak memory for 500 texts. Run: ${fullDate}.`,
   "",
   `Machine: ${machineLine}. ISA (/proc/cpuinfo): ${isaText}. Threads: ${THREADS}. Load at start ${loadStart.toFixed(2)}. Code: ${code.commit ?? "unknown commit"}${code.uncommitted_src.length ? ` with uncommitted changes to ${code.uncommitted_src.join(", ")}` : ""}.`,
   "",
