@@ -235,6 +235,21 @@ describe("writeDynamicInt8Model: int8 weights, dynamically quantised activations
       const pt = await readOnnxModel(part);
       expect(countPerLayer(pt, "MatMul")).toEqual({ "0": 2 });
       expect(JSON.parse(pt.metadata.quantization!).attention).toMatch(new RegExp(`^int8 in layers ${[...layers].filter((l) => l !== "0").join(", ")}:`));
+      // No calibrated range for a layer's K: that layer's attention stays float rather than guessing one.
+      const noKey = new Map([...amax].filter(([name]) => name !== "/encoder/layer.0/attention/self/key/Transpose_output_0"));
+      const nk = join(dir, "model.int8.static-no-key-range.onnx");
+      await writeDynamicInt8Model(fp32Path, nk, { activations: "static", activationAmax: noKey });
+      expect(countPerLayer(await readOnnxModel(nk), "MatMul")).toEqual({ "0": 2 });
+      // Without reduce_range, K and V use the full int8 range: their scales are amax/127 instead of amax/64.
+      const eightBit = join(dir, "model.int8.static-8bit.onnx");
+      await writeDynamicInt8Model(fp32Path, eightBit, { activations: "static", activationAmax: amax, reduceRange: false });
+      const keyScale = async (path: string) => {
+        const f = await readOnnxModel(path);
+        return (await f.floats(f.graph.initializer.find((t) => t.name === "/encoder/layer.0/attention/self/key/input_scale")!))[0]!;
+      };
+      const keyAmax = amax.get("/encoder/layer.0/attention/self/key/Transpose_output_0")!;
+      expect(await keyScale(fixed)).toBeCloseTo(keyAmax / 64, 6);
+      expect(await keyScale(eightBit)).toBeCloseTo(keyAmax / 127, 6);
       await expect(writeDynamicInt8Model(fp32Path, join(dir, "x.onnx"), { activations: "static", activationAmax: new Map() })).rejects.toThrow(/no calibrated range for /);
     }, 240_000);
   }
