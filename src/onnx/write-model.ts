@@ -199,13 +199,22 @@ class SyncingWriter {
   private syncing: Promise<void> | undefined;
   constructor(
     private readonly handle: FileHandle,
-    private readonly hash: Hash,
+    private readonly sha: Hash,
   ) {}
 
   /** Starts writing `b` (whose bytes must stay unchanged until the returned promise settles). */
   write(b: Uint8Array): Promise<void> {
+    const written = this.start(b);
+    this.sha.update(b);
+    return written;
+  }
+
+  /**
+   * Starts writing `b` without hashing it: the caller must call hash(b) next, before anything else
+   * is written (the hash follows the file's byte order).
+   */
+  start(b: Uint8Array): Promise<void> {
     const written = this.handle.write(b).then(() => undefined);
-    this.hash.update(b);
     this.unsynced += b.byteLength;
     if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
       this.unsynced = 0;
@@ -217,10 +226,20 @@ class SyncingWriter {
     return written;
   }
 
+  hash(b: Uint8Array): void {
+    this.sha.update(b);
+  }
+
   async drain(): Promise<void> {
     await this.syncing;
   }
 }
+
+/** Chunks from which the writer lets the next read start before it hashes this one. */
+const OVERLAP_BYTES = 1 << 20;
+
+/** Lets pending promise continuations run (a generator reach its next read) before this thread goes on. */
+const ioTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Writes one initializer's bytes, whole or chunk by chunk: the next chunk is produced (read,
@@ -239,9 +258,22 @@ async function pump(spec: InitializerSpec, expected: number, out: SyncingWriter)
     if (r.done) break;
     total += r.value.byteLength;
     if (total > expected) break;
-    const written = out.write(r.value);
+    const chunk = r.value;
+    if (chunk.byteLength < OVERLAP_BYTES) {
+      const written = out.write(chunk);
+      next = iter.next();
+      next.catch(() => undefined); // awaited on the next turn; not unhandled if the write fails first
+      await written;
+      continue;
+    }
+    // A large chunk: its write starts, then the producer is let on to issue the next chunk's read
+    // (into its other buffer), and only then is this one hashed on this thread — the hash overlaps
+    // the read instead of delaying it (2 of every ~9 ms per 8 MB chunk on 2 cores).
+    const written = out.start(chunk);
     next = iter.next();
-    next.catch(() => undefined); // awaited on the next turn; not unhandled if the write fails first
+    next.catch(() => undefined);
+    await ioTurn();
+    out.hash(chunk);
     await written;
   }
   if (total !== expected) {
