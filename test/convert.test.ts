@@ -121,6 +121,17 @@ describe("bge convert", () => {
     const forced = await convertJson([tiny, "-o", out, "--force"]);
     expect(ran(forced.json)).toEqual(["checkpoint", "export", "quantize", "golden", "verify"]);
     expect(await folderHashes(out)).toEqual(hashes);
+
+    // The pipeline's calibration.activations reaches bge quantize and is part of the stage's key:
+    // per-token activations remake the INT8 graphs (and verify them) and nothing else.
+    const activation = async () => ((await readManifest(out)).files.find((f) => f.role === "onnx-int8-dynamic")!.quantization as { activations?: string } | undefined)?.activations;
+    expect(await activation()).toBe("static");
+    const perToken = join(root, "pipeline-per-token.json");
+    await writeFile(perToken, JSON.stringify({ ...JSON.parse(await readFile(pipeline, "utf8")), calibration: { texts: calibration, activations: "per-token" } }));
+    const switched = await runBge(["convert", tiny, "-o", out, "--pipeline", perToken, "--json"]);
+    expect(switched.code, switched.stderr).toBe(0);
+    expect(ran(JSON.parse(switched.stdout) as ConvertJson)).toEqual(["checkpoint", "quantize", "verify"]);
+    expect(await activation()).toBe("per-token");
   }, 180_000);
 
   it("reruns exactly what a change affects: corpus → INT8 only, tolerance → verify only, tokenizer or weights → everything, detected by content with the same mtime", async () => {
@@ -143,9 +154,8 @@ describe("bge convert", () => {
     const corpusChanged = await convertJson([tiny, "-o", out]);
     expect(ran(corpusChanged.json)).toEqual(["checkpoint", "quantize", "verify"]);
     const int8After = int8Graphs(await readManifest(out));
-    // Calibration reran; the INT8 graphs may still come out byte-identical (the dynamic graph's scales
-    // are computed per token at run time, and a corpus with the same extremes gives the same Q/DQ
-    // scales): exactly the graphs whose bytes changed are verified again.
+    // Calibration reran; the INT8 graphs may still come out byte-identical (a corpus with the same
+    // extremes gives the same scales): exactly the graphs whose bytes changed are verified again.
     expect(reverified(corpusChanged.json).sort()).toEqual(Object.keys(int8After).filter((p) => int8After[p] !== int8Before[p]).sort());
 
     const stricter = await convertJson([tiny, "-o", out, "--tolerance", "0.98"]);

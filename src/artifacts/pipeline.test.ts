@@ -9,6 +9,7 @@ import { knownInstruction } from "../checkpoint/model-spec.js";
 import { FIXTURE_SHAPES } from "../fixture/shapes.js";
 import { DEFAULT_TOLERANCES } from "../parity/tolerances.js";
 import { CALIBRATION_METHODS } from "../quantize/calibrate.js";
+import { DYNAMIC_ACTIVATIONS } from "../quantize/dynamic-graph.js";
 import {
   batchSeq,
   bundledPipelines,
@@ -116,6 +117,7 @@ describe("the schema and the code agree", () => {
     expect(Object.keys(schema.$defs.tolerance.properties)).toEqual([...TOLERANCE_KEYS]);
     expect(Object.keys(schema.properties.precisions.properties)).toEqual([...PIPELINE_PRECISIONS]);
     expect(schema.properties.calibration.properties.method.enum).toEqual([...CALIBRATION_METHODS]);
+    expect(schema.properties.calibration.properties.activations.enum).toEqual([...DYNAMIC_ACTIVATIONS]);
   });
 
   it("pipelineTolerance gives int8's gates to both INT8 graphs", async () => {
@@ -185,9 +187,10 @@ describe("readPipeline refuses a malformed pipeline (exit 2, naming the file and
   it("a value of the wrong type, saying what is accepted", async () => {
     expect(await refusal((p) => (p.precisions.int8.min_cosine = "0.98"))).toMatch(/precisions\.int8\.min_cosine must be a number greater than 0 and at most 1, got "0\.98"/);
     expect(await refusal((p) => (p.max_length = 512.5))).toMatch(/max_length must be a whole number at least 2 and at most 8192, got 512\.5/);
-    expect(await refusal((p) => (p.calibration = "texts/p.txt"))).toMatch(/calibration must be an object with texts \(required\), method, percentile, max_texts, got "texts\/p\.txt"/);
+    expect(await refusal((p) => (p.calibration = "texts/p.txt"))).toMatch(/calibration must be an object with texts \(required\), method, percentile, max_texts, activations, got "texts\/p\.txt"/);
     expect(await refusal((p) => (p.query_instruction = 7))).toMatch(/query_instruction must be a non-empty string or null, got 7/);
     expect(await refusal((p) => (p.calibration.method = "kl"))).toMatch(/calibration\.method must be one of "minmax", "percentile", "entropy", got "kl"/);
+    expect(await refusal((p) => (p.calibration.activations = "per-row"))).toMatch(/calibration\.activations must be one of "static", "per-token", "per-tensor", got "per-row"/);
   });
 
   it("an unknown key, listing the known ones", async () => {

@@ -58,7 +58,7 @@ export interface Pipeline {
   shapes?: ProfileShapes;
   /** Named profiles beside the default one, each built into model.<precision>.<name>.plan (bge-m3: "8192"). */
   profiles?: Record<string, ProfileShapes>;
-  calibration?: { texts: string; method?: "minmax" | "percentile" | "entropy"; percentile?: number; max_texts?: number };
+  calibration?: { texts: string; method?: "minmax" | "percentile" | "entropy"; percentile?: number; max_texts?: number; activations?: "static" | "per-token" | "per-tensor" };
   verification?: { texts: string; queries?: string };
 }
 

@@ -17,6 +17,7 @@ import { CONVERT_PRECISIONS } from "../convert/convert.js";
 import { ENGINE_PRECISIONS } from "../trt/build-engine.js";
 import { quantizeCommand } from "../commands/quantize.js";
 import { CALIBRATION_METHODS } from "../quantize/calibrate.js";
+import { DYNAMIC_ACTIVATIONS } from "../quantize/dynamic-graph.js";
 import { INT8_PRECISIONS } from "../quantize/quantize-artifact.js";
 import { parseSmoothSetting, type SmoothSetting } from "../quantize/smooth.js";
 import { createOutput, type Output, type OutputOptions } from "./output.js";
@@ -243,7 +244,7 @@ export function buildProgram(): Command {
     }, "auto" as SmoothSetting)
     .addOption(
       new Option("--activations <mode>", "model.int8.onnx: static calibrated per-tensor scales (fastest; vectors independent of batch and padding; inputs beyond the calibrated range are clipped), per-token scales computed at run time (no clipping, ~20% slower) or per-tensor DynamicQuantizeLinear (batch-dependent)")
-        .choices(["static", "per-token", "per-tensor"])
+        .choices([...DYNAMIC_ACTIVATIONS])
         .default("static"),
     )
     .option("--trt-version <version>", "TensorRT version for the calibration cache header (implicit INT8 on 8.6/10)", "8.6.1")

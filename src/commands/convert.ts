@@ -51,7 +51,7 @@ function fromPipeline(p: Pipeline) {
   const corners = (x: ProfileShapes): EngineShapes => ({ min: batchSeq(x.min), opt: batchSeq(x.opt), max: batchSeq(x.max) });
   const shapes: Partial<EngineShapes> | undefined = p.shapes ? corners(p.shapes) : undefined;
   const profiles = p.profiles ? Object.fromEntries(Object.entries(p.profiles).map(([name, x]) => [name, corners(x)])) : undefined;
-  const calibration = p.calibration ? { files: [p.calibration.texts], method: p.calibration.method ?? "minmax", percentile: p.calibration.percentile, maxTexts: p.calibration.max_texts } : undefined;
+  const calibration = p.calibration ? { files: [p.calibration.texts], method: p.calibration.method ?? "minmax", percentile: p.calibration.percentile, maxTexts: p.calibration.max_texts, activations: p.calibration.activations } : undefined;
   return { precisions, calibration, shapes, profiles, verification: p.verification, maxLength: p.max_length, instruction: p.query_instruction, tolerance: (precision: string) => pipelineTolerance(p, precision) };
 }
 

@@ -14,6 +14,7 @@ import type { Tolerance } from "../parity/tolerances.js";
 import type { ReportEntry } from "../parity/report.js";
 import { recordVerdicts, verifyTarget, type VerifyBackend } from "../parity/verify-target.js";
 import type { CalibrationMethod } from "../quantize/calibrate.js";
+import type { DynamicActivations } from "../quantize/dynamic-graph.js";
 import { quantizeArtifact } from "../quantize/quantize-artifact.js";
 import { buildEngines, ENGINE_ROLES, engineFileName, engineLogFileName, type EnginePrecision, type EngineShapes } from "../trt/build-engine.js";
 import { discoverTrtexec, versionString, type TrtexecInfo } from "../trt/discover-trtexec.js";
@@ -49,7 +50,8 @@ export interface ConvertOptions {
   golden?: string;
   verification: { texts: string; queries?: string };
   /** The calibration corpus: its files' texts in order, the first `maxTexts` of them. */
-  calibration: { files: readonly string[]; method: CalibrationMethod; percentile?: number; maxTexts?: number };
+  /** `activations`: how model.int8.onnx quantises them (bge quantize --activations); quantize's default when absent. */
+  calibration: { files: readonly string[]; method: CalibrationMethod; percentile?: number; maxTexts?: number; activations?: DynamicActivations };
   /** `--trtexec`: when given, a missing trtexec is an error (exit 3), not a skipped stage. */
   trtexec?: string;
   shapes?: Partial<EngineShapes>;
@@ -223,7 +225,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
     const inputs = { [fp32.path]: fp32.sha256, ...tokenizerHashes(manifest), ...corpus };
     // The calibration cache names the TensorRT it is for: the trtexec found, else quantize's default.
     const trtVersion = trtexec ? versionString(trtexec) : undefined;
-    const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, max_texts: options.calibration.maxTexts, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.codeId };
+    const qOptions = { method: options.calibration.method, percentile: options.calibration.percentile, max_texts: options.calibration.maxTexts, activations: options.calibration.activations, precisions: ["int8-qdq", "int8"], trt_version: trtVersion, bge: options.codeId };
     const key = stageKey("quantize", inputs, qOptions);
     if (await upToDate(dir, manifest, "quantize", key, options.force)) {
       done("quantize", "skipped", t, [], "INT8 graphs are up to date");
@@ -239,6 +241,7 @@ async function runStages(dir: string, options: ConvertOptions, started: number, 
         corpusSha256,
         method: options.calibration.method,
         percentile: options.calibration.percentile,
+        activations: options.calibration.activations,
         precisions: ["int8-qdq", "int8"],
         trtVersion,
         batchSize: 16,

@@ -91,7 +91,8 @@ export interface DynamicInt8Options {
   int8Attention?: boolean;
 }
 
-export type DynamicActivations = "per-token" | "per-tensor" | "static";
+export const DYNAMIC_ACTIVATIONS = ["static", "per-token", "per-tensor"] as const;
+export type DynamicActivations = (typeof DYNAMIC_ACTIVATIONS)[number];
 
 /** ONNX Runtime's fused u8×s8 matmul with float output (com.microsoft domain, CPU). */
 const CONTRIB_MATMUL = "MatMulIntegerToFloat";
