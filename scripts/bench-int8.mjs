@@ -227,7 +227,6 @@ if (MODELS[1].quantization?.activations && !/per batch/.test(MODELS[1].quantizat
 }
 // For information: the int8 graph with activations quantised per token at run time (`bge quantize
 // --activations per-token`), from a copy of the artifact.
-rmSync(join(bench, "static"), { recursive: true, force: true }); // (what an earlier version of this script wrote)
 const perTokenDir = join(bench, "per-token");
 rmSync(perTokenDir, { recursive: true, force: true });
 cpSync(artifact, perTokenDir, { recursive: true, filter: (src) => !/[\\/]\.[^\\/]*$/.test(src) });

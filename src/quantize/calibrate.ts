@@ -195,9 +195,9 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrationR
     // on them, and even the corpus maximum (0.87 on the bge-small-zh fixture) clipped the near-certain
     // rows of 2-token texts, which alone failed the int8 gate (Q/DQ graph on the bge-small-zh fixture,
     // seed 42: min cosine 0.979 with the corpus maximum, 0.999 with amax 1).
-    const m = probabilities.has(name) ? "minmax" : method;
-    const amax = probabilities.has(name) ? 1 : amaxFromStatistics(s, m, percentile);
-    tensors.set(name, { amax, min: s.min, max: s.max, method: m, count: s.histogram.total });
+    const bound = probabilities.has(name);
+    const m = bound ? "minmax" : method;
+    tensors.set(name, { amax: bound ? 1 : amaxFromStatistics(s, m, percentile), min: s.min, max: s.max, method: m, count: s.histogram.total });
   }
   const summary: CalibrationSummary = {
     texts: options.texts.length,

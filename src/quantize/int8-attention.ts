@@ -69,7 +69,13 @@ export async function planInt8Attention(
   const nodes = new Map(file.graph.node.map((n) => [n.name ?? "", n]));
   const inits = new Map(file.graph.initializer.map((t) => [t.name ?? "", t]));
   const readers = new Map<string, NodeLike[]>();
-  for (const n of file.graph.node) for (const i of n.input ?? []) readers.set(i, [...(readers.get(i) ?? []), n]);
+  for (const n of file.graph.node) {
+    for (const i of n.input ?? []) {
+      const list = readers.get(i);
+      if (list) list.push(n);
+      else readers.set(i, [n]);
+    }
+  }
   const plan: AttentionPlan = { replaced: new Set(), emitAt: new Map(), layers: [] };
   const byLayer = new Map<number, QuantTarget[]>();
   for (const t of targets) if (t.kind !== "linear") byLayer.set(t.layer, [...(byLayer.get(t.layer) ?? []), t]);
@@ -90,10 +96,10 @@ export async function planInt8Attention(
     if (Object.values(c).some((n) => !n)) continue;
     const n = c as { [K in keyof typeof c]: NodeLike };
     const o = (x: NodeLike) => x.output![0]!;
-    const perm = (x: NodeLike) => (x.attribute?.find((a) => a.name === "perm")?.ints ?? []).join(",");
+    const perm = (x: NodeLike) => x.attribute?.find((a) => a.name === "perm")?.ints ?? [];
     const wired =
       n.qT.input?.[0] === o(n.qR) && n.kT.input?.[0] === o(n.kR) && n.vT.input?.[0] === o(n.vR) && n.qS.input?.[0] === o(n.qT) &&
-      perm(n.qT) === "0,2,1,3" && perm(n.kT) === "0,2,3,1" && perm(n.vT) === "0,2,1,3" &&
+      perm(n.qT).join() === "0,2,1,3" && perm(n.kT).join() === "0,2,3,1" && perm(n.vT).join() === "0,2,1,3" &&
       n.scores.input?.[0] === o(n.qS) && n.scores.input?.[1] === o(n.kT) && n.ctx.input?.[0] === o(n.probs) && n.ctx.input?.[1] === o(n.vT);
     if (!wired) continue;
     // The transposed and scaled copies must have no other reader: they are not written any more.
@@ -117,7 +123,7 @@ export async function planInt8Attention(
       const sc = g.constFloat(scaleName, [s], []);
       const q = g.op("QuantizeLinear", `${P}/${name}/QuantizeLinear`, [reshape.input![0]!, sc, zero(z)]);
       const r = g.op("Reshape", `${P}/${name}/Reshape`, [q, reshape.input![1]!]);
-      g.node("Transpose", `${P}/${name}/Transpose`, [r], { perm: ints(transpose.attribute!.find((a) => a.name === "perm")!.ints!) }, [out]);
+      g.node("Transpose", `${P}/${name}/Transpose`, [r], { perm: ints(perm(transpose)) }, [out]);
     };
     plan.emitAt.set(n.qR.name!, heads(n.qR, n.qT, "query", `${P}/query/input_scale`, aq / INT8_MAX / scale, (z) => z.u8mid, names.q));
     plan.emitAt.set(n.kR.name!, heads(n.kR, n.kT, "key", `${P}/key/input_scale`, ak / kvMax, (z) => z.s8zero, names.k));
