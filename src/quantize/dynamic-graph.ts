@@ -43,14 +43,14 @@ import { bytesOf, INT7_MAX, INT8_MAX, quantizePerChannel, transposeInt8, type Pe
  * bge-small-zh fixture's 240 verification texts).
  *
  * With static ranges the two attention MatMuls go int8 as well (int8-attention.ts: Q, K, V quantised
- * before their heads are split, probabilities at their bound 1/255): 178 → 162 ms in a one-off A/B run (npm run bench:int8
- * records the whole: docs/benchmarks.md), the
- * same parity. Per token and per tensor keep them float: both operands are activations, with no
- * calibrated range to use. Embeddings, LayerNorm, GELU, Softmax, pooling and normalisation stay fp32.
- * Measured once with one-off scripts (not kept) and left out (no faster on 2 AVX-512 cores, ORT
- * 1.30): the attention core as ORT's
- * MultiHeadAttention (75 ms vs ~70 for the standard ops it replaces, by the profiler) and the
- * embeddings as its EmbedLayerNormalization (180.6 vs 180.8 ms per batch over 40 interleaved rounds).
+ * before their heads are split, probabilities at their bound 1/255): 178 → 162 ms in a one-off A/B
+ * run, the same parity (npm run bench:int8 records the whole: docs/benchmarks.md). Per token and per
+ * tensor keep them float: both operands are activations, with no calibrated range to use.
+ * Embeddings, LayerNorm, GELU, Softmax, pooling and normalisation stay fp32. Measured once with
+ * one-off scripts (not kept) and left out, no faster on 2 AVX-512 cores with ORT 1.30: the attention
+ * core as ORT's MultiHeadAttention (75 ms vs ~70 for the standard ops it replaces, by the profiler)
+ * and the embeddings as its EmbedLayerNormalization (180.6 vs 180.8 ms per batch over 40
+ * interleaved rounds).
  */
 
 export interface DynamicInt8Options {
