@@ -187,51 +187,107 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
 }
 
 /** Dirty bytes after which a data sync is started in the background while writing goes on. */
-const SYNC_EVERY_BYTES = 256 << 20;
+const SYNC_EVERY_BYTES = 64 << 20;
+/**
+ * Buffers shorter than this are copied into one gathered write instead of a write each: a graph
+ * holds thousands of small protos, headers and biases (bge-large: ~2,100 before the first weight),
+ * and each write is a round trip through libuv's thread pool.
+ */
+const GATHER_BELOW = 64 << 10;
+const GATHER_BYTES = 1 << 20;
 
 /**
- * Appends to a file one write at a time, hashing each buffer while its write is in flight, and
- * flushes to disk as it goes: every SYNC_EVERY_BYTES an fdatasync runs beside the next writes, so
- * that the final sync before the rename finds little left to do (the disk works while bge converts).
+ * Writes a file front to back, hashing each buffer in file order, and flushes to disk as it goes:
+ * every SYNC_EVERY_BYTES an fdatasync runs beside the next writes, so that the final sync before the
+ * rename finds little left to do (the disk works while bge converts). Each write names its offset,
+ * so a gathered write and the large write after it may be in flight together.
  */
-class SyncingWriter {
+export class SyncingWriter {
+  private position = 0;
   private unsynced = 0;
   private syncing: Promise<void> | undefined;
+  private gathered = new Uint8Array(GATHER_BYTES);
+  private gatheredBytes = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: { error: unknown } | undefined;
   constructor(
     private readonly handle: FileHandle,
     private readonly sha: Hash,
   ) {}
 
-  /** Starts writing `b` (whose bytes must stay unchanged until the returned promise settles). */
+  /**
+   * Writes `b` next. A small buffer is copied (the promise settles at once); a large one's bytes
+   * must stay unchanged until the returned promise settles.
+   */
   write(b: Uint8Array): Promise<void> {
+    if (b.byteLength < GATHER_BELOW) {
+      if (this.gatheredBytes + b.byteLength > GATHER_BYTES) this.flushGathered();
+      this.gathered.set(b, this.gatheredBytes);
+      this.gatheredBytes += b.byteLength;
+      this.sha.update(b);
+      return this.failure ? Promise.reject(this.failure.error) : Promise.resolve();
+    }
     const written = this.start(b);
     this.sha.update(b);
     return written;
   }
 
   /**
-   * Starts writing `b` without hashing it: the caller must call hash(b) next, before anything else
-   * is written (the hash follows the file's byte order).
+   * Starts writing `b` (not copied, not gathered) without hashing it: the caller must call hash(b)
+   * next, before anything else is written (the hash follows the file's byte order).
    */
   start(b: Uint8Array): Promise<void> {
-    const written = this.handle.write(b).then(() => undefined);
-    this.unsynced += b.byteLength;
-    if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
-      this.unsynced = 0;
-      const started = written.then(() => this.handle.datasync());
-      this.syncing = started.finally(() => (this.syncing = undefined));
-      // A failed background sync is reported by drain (and by the final fsync).
-      this.syncing.catch(() => undefined);
-    }
-    return written;
+    this.flushGathered();
+    return this.put(b);
   }
 
   hash(b: Uint8Array): void {
     this.sha.update(b);
   }
 
+  /** Writes what is gathered and waits for every write and sync; the first failure is thrown. */
   async drain(): Promise<void> {
-    await this.syncing;
+    this.flushGathered();
+    while (this.inFlight.size || this.syncing) await Promise.allSettled([...this.inFlight, this.syncing]);
+    if (this.failure) throw this.failure.error;
+  }
+
+  private flushGathered(): void {
+    if (this.gatheredBytes === 0) return;
+    // A copy of exactly the gathered bytes goes out, so the gathering buffer is free at once.
+    const b = this.gathered.slice(0, this.gatheredBytes);
+    this.gatheredBytes = 0;
+    this.put(b).catch(() => undefined); // recorded in failure: reported by the next write or drain
+  }
+
+  private put(b: Uint8Array): Promise<void> {
+    const at = this.position;
+    this.position += b.byteLength;
+    const written = writeFully(this.handle, b, at).catch((error: unknown) => {
+      this.failure ??= { error };
+      throw error;
+    });
+    const tracked = written.finally(() => this.inFlight.delete(tracked));
+    tracked.catch(() => undefined);
+    this.inFlight.add(tracked);
+    this.unsynced += b.byteLength;
+    if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) {
+      this.unsynced = 0;
+      const started = written.then(() => this.handle.datasync());
+      this.syncing = started.finally(() => (this.syncing = undefined));
+      this.syncing.catch((error: unknown) => (this.failure ??= { error }));
+    }
+    return written;
+  }
+}
+
+/** Writes all of `b` at `position` (a short write, as on a nearly full disk, is continued, not lost). */
+async function writeFully(handle: FileHandle, b: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < b.byteLength) {
+    const { bytesWritten } = await handle.write(b, done, b.byteLength - done, position + done);
+    if (bytesWritten === 0) throw new Error(`wrote 0 of ${b.byteLength - done} bytes at offset ${position + done}`);
+    done += bytesWritten;
   }
 }
 
@@ -243,8 +299,8 @@ const ioTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Writes one initializer's bytes, whole or chunk by chunk: the next chunk is produced (read,
- * converted) while the previous one is being written; at most one write is in flight, so that
- * appends stay in order. Returns the byte count, which must be the one the shape promised.
+ * converted) while the previous one is being written; one chunk's write is awaited before the
+ * next is handed over (the producer reuses its buffers). Returns the byte count, which must be the one the shape promised.
  */
 async function pump(spec: InitializerSpec, expected: number, out: SyncingWriter): Promise<number> {
   const produced = await spec.data();
