@@ -149,15 +149,16 @@ export async function writeOnnxModel(path: string, graph: GraphBuilder, options:
     await put(Buffer.concat([lengthDelimitedKey(7), encodeVarint(graphLen)]));
     for (const b of graphHead) await put(b);
     let dataPos = 0;
-    for (const t of tensors) {
+    await pump(tensors, async (t) => {
       await put(t.head);
       if (t.offset === undefined) {
-        bytesWritten += await pump(t.spec, t.n, model);
-      } else {
-        if (t.offset > dataPos) await data!.write(new Uint8Array(t.offset - dataPos));
-        dataPos = t.offset + (await pump(t.spec, t.n, data!));
+        bytesWritten += t.n;
+        return model;
       }
-    }
+      if (t.offset > dataPos) await data!.write(new Uint8Array(t.offset - dataPos));
+      dataPos = t.offset + t.n;
+      return data!;
+    });
     await Promise.all([model.drain(), data?.drain()]);
   };
 
@@ -297,40 +298,78 @@ const OVERLAP_BYTES = 1 << 20;
 /** Lets pending promise continuations run (a generator reach its next read) before this thread goes on. */
 const ioTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** An initializer to write: its spec and byte count. */
+interface PumpedTensor {
+  spec: InitializerSpec;
+  n: number;
+}
+
 /**
- * Writes one initializer's bytes, whole or chunk by chunk: the next chunk is produced (read,
- * converted) while the previous one is being written; one chunk's write is awaited before the
- * next is handed over (the producer reuses its buffers). Returns the byte count, which must be the one the shape promised.
+ * Every initializer's bytes, chunk by chunk, in order, each chunk tagged with its initializer; one
+ * whose bytes are not the count its shape promised is an error before anything after it is produced.
+ * A tensor of no bytes still gives one (empty) chunk, so that its header is written.
  */
-async function pump(spec: InitializerSpec, expected: number, out: SyncingWriter): Promise<number> {
-  const produced = await spec.data();
-  const chunks: AsyncIterable<Uint8Array> =
-    Symbol.asyncIterator in produced ? (produced as AsyncIterable<Uint8Array>) : (async function* () { yield produced as Uint8Array; })();
-  const iter = chunks[Symbol.asyncIterator]();
-  let total = 0;
-  let next = iter.next();
-  for (;;) {
-    const r = await next;
-    if (r.done) break;
-    total += r.value.byteLength;
-    if (total > expected) break;
-    // A large chunk's write starts, then the producer is let on to issue the next chunk's read (into
-    // its other buffer), and only then is this one hashed on this thread — the hash overlaps the read
-    // instead of delaying it (2 of every ~9 ms per 8 MB chunk on 2 cores). A small one is hashed at once.
-    const chunk = r.value;
-    const large = chunk.byteLength >= OVERLAP_BYTES;
-    const written = large ? out.start(chunk) : out.write(chunk);
-    next = iter.next();
-    next.catch(() => undefined); // awaited on the next turn; not unhandled if the write fails first
-    if (large) {
-      await ioTurn();
-      out.hash(chunk);
+async function* initializerChunks<T extends PumpedTensor>(tensors: readonly T[]): AsyncGenerator<{ tensor: T; chunk: Uint8Array }> {
+  for (const tensor of tensors) {
+    const produced = await tensor.spec.data();
+    let total = 0;
+    if (Symbol.asyncIterator in produced) {
+      for await (const chunk of produced as AsyncIterable<Uint8Array>) {
+        total += chunk.byteLength;
+        if (total > tensor.n) break;
+        yield { tensor, chunk };
+      }
+    } else {
+      total = (produced as Uint8Array).byteLength;
+      if (total <= tensor.n) yield { tensor, chunk: produced as Uint8Array };
     }
-    await written;
+    if (total !== tensor.n) throw new Error(`initializer ${tensor.spec.name}: produced ${total > tensor.n ? "more than " : ""}${total} bytes, expected ${tensor.n}`);
+    if (total === 0) yield { tensor, chunk: new Uint8Array(0) };
   }
-  if (total !== expected) {
-    await iter.return?.(undefined);
-    throw new Error(`initializer ${spec.name}: produced ${total > expected ? "more than " : ""}${total} bytes, expected ${expected}`);
+}
+
+/**
+ * Writes the initializers' bytes: `begin` writes what goes before an initializer (its header) and
+ * names the file it goes to. The next chunk is produced (read, converted) while this one is being
+ * written — across initializers too, so that a one-chunk tensor's read overlaps the write before it;
+ * one chunk's write is awaited before the next is handed over (the producer reuses its buffers).
+ */
+async function pump<T extends PumpedTensor>(tensors: readonly T[], begin: (t: T) => Promise<SyncingWriter>): Promise<void> {
+  const iter = initializerChunks(tensors);
+  let current: T | undefined;
+  let out: SyncingWriter | undefined;
+  let next = iter.next();
+  try {
+    for (;;) {
+      const r = await next;
+      if (r.done) break;
+      const { tensor, chunk } = r.value;
+      if (tensor !== current) {
+        current = tensor;
+        out = await begin(tensor);
+      }
+      if (chunk.byteLength === 0) {
+        next = iter.next();
+        continue;
+      }
+      // A large chunk's write starts, then the producer is let on to issue the next chunk's read
+      // (into its other buffer), and only then is this one hashed on this thread — the hash overlaps
+      // the read instead of delaying it (2 of every ~9 ms per 8 MB chunk on 2 cores). A small one
+      // is hashed at once.
+      const large = chunk.byteLength >= OVERLAP_BYTES;
+      const written = large ? out!.start(chunk) : out!.write(chunk);
+      next = iter.next();
+      next.catch(() => undefined); // awaited on the next turn; not unhandled if the write fails first
+      if (large) {
+        await ioTurn();
+        out!.hash(chunk);
+      }
+      await written;
+    }
+  } catch (err) {
+    // The producer may be mid-read: let it settle, then close it (its files, its hashing).
+    await next.catch(() => undefined);
+    await iter.return(undefined);
+    throw err;
   }
-  return total;
 }
