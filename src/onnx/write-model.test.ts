@@ -1,7 +1,11 @@
 import { createHash } from "node:crypto";
-import type { FileHandle } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, type FileHandle } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { SyncingWriter } from "./write-model.js";
+import { GraphBuilder } from "./graph-builder.js";
+import { ModelProto, OnnxType } from "./proto.js";
+import { SyncingWriter, writeOnnxModel } from "./write-model.js";
 
 /** A file in memory whose writes land at their position, at most `perCall` bytes a call, after a turn. */
 function memoryFile(perCall: number, failAtCall?: number) {
@@ -82,5 +86,69 @@ describe("SyncingWriter", () => {
     const file = memoryFile(0);
     const w = new SyncingWriter(file.handle, createHash("sha256"));
     await expect(w.write(pattern(1 << 20, 1))).rejects.toThrow(/wrote 0 of 1048576 bytes at offset 0/);
+  });
+});
+
+describe("writeOnnxModel", () => {
+  const readers = (name: string) => ({ name, opType: "Identity", inputs: [name], outputs: [`${name}_out`], attributes: {} });
+
+  function graphOf(tensors: { name: string; bytes: Uint8Array; chunk?: number; claim?: number }[]): GraphBuilder {
+    const g = new GraphBuilder("g");
+    for (const t of tensors) {
+      const floats = (t.claim ?? t.bytes.byteLength) / 4;
+      g.initializer(t.name, OnnxType.FLOAT, [floats], () =>
+        t.chunk === undefined
+          ? t.bytes
+          : (async function* () {
+              for (let at = 0; at < t.bytes.byteLength; at += t.chunk!) yield t.bytes.slice(at, at + t.chunk!);
+            })(),
+      );
+      g.nodes.push(readers(t.name));
+      g.output(`${t.name}_out`, OnnxType.FLOAT, [floats]);
+    }
+    return g;
+  }
+
+  it("writes every initializer's bytes in place, chunked, whole or empty, and the file's sha256", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bge-write-model-"));
+    try {
+      const tensors = [
+        { name: "small", bytes: pattern(16, 1) },
+        { name: "chunked", bytes: pattern(3 << 20, 2), chunk: 1 << 20 },
+        { name: "empty", bytes: new Uint8Array(0), chunk: 1024 },
+        { name: "odd_chunks", bytes: pattern(200_004, 3), chunk: 50_000 + 1 },
+        { name: "large_whole", bytes: pattern(2 << 20, 4) },
+      ].map((t) => ({ ...t, chunk: t.chunk === undefined ? undefined : t.chunk - (t.chunk % 4) }));
+      const path = join(dir, "m.onnx");
+      const written = await writeOnnxModel(path, graphOf(tensors), { opset: 17, producerName: "bge", producerVersion: "test" });
+      const file = await readFile(path);
+      expect(written.bytes).toBe(file.length);
+      expect(written.sha256).toBe(createHash("sha256").update(file).digest("hex"));
+      const model = ModelProto.decode(file) as unknown as { graph: { initializer: { name: string; rawData: Uint8Array; dims: unknown[] }[] } };
+      expect(model.graph.initializer.map((t) => t.name)).toEqual(tensors.map((t) => t.name));
+      for (const [i, t] of tensors.entries()) expect(Buffer.from(model.graph.initializer[i]!.rawData ?? []).equals(Buffer.from(t.bytes)), t.name).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an initializer that produces more or fewer bytes than its shape: an error naming it, no file", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bge-write-model-"));
+    try {
+      for (const [claim, message] of [
+        [1 << 20, /initializer short: produced 1048572 bytes, expected 1048576/],
+        [(1 << 20) - 8, /initializer short: produced at least 1048572 bytes, expected 1048568/],
+      ] as const) {
+        const g = graphOf([
+          { name: "first", bytes: pattern(1 << 20, 1), chunk: 1 << 18 },
+          { name: "short", bytes: pattern((1 << 20) - 4, 2), chunk: 1 << 18, claim },
+          { name: "after", bytes: pattern(64, 3) },
+        ]);
+        await expect(writeOnnxModel(join(dir, "m.onnx"), g, { opset: 17, producerName: "bge", producerVersion: "test" })).rejects.toThrow(message);
+        expect(await readdir(dir)).toEqual([]);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
