@@ -53,6 +53,8 @@ describe("bge bench on ONNX Runtime", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/p50 ms\s+p95 ms\s+p99 ms\s+seq\/s\s+tok\/s\s+ceiling seq\/s\s+% ceil/);
     expect(r.stdout).toMatch(/peak RSS \d+ MiB \([\d.]+× the weights\)/);
+    // The tiny fixture's weights are a fraction of a MiB: shown with a decimal, never as "0 MiB".
+    expect(r.stdout).toMatch(/fp32: weights 0\.[1-9] MiB/);
     // Each result is printed as it completes.
     expect(r.stderr).toMatch(/batch 4 × seq 32: p50 [\d.]+ ms/);
 

@@ -91,7 +91,8 @@ export async function machineInfo(): Promise<MachineInfo> {
 }
 
 const fmt = (x: number, digits = 1) => (x >= 100 ? x.toFixed(0) : x.toFixed(digits));
-const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+/** MiB, with a decimal below 10 (a tiny fixture's 0.3 MiB is not "0 MiB"). */
+const mib = (b: number) => `${fmt(b / 2 ** 20, b < 10 * 2 ** 20 ? 1 : 0)} MiB`;
 
 /** The terminal table: one line per row, then memory per model. */
 export function renderBenchTable(report: BenchReport): string {
