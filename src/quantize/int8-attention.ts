@@ -117,26 +117,28 @@ export async function planInt8Attention(
 
     for (const x of [...chain, n.scores, n.ctx]) plan.replaced.add(x.name!);
     plan.layers.push(layer);
-    const names = { q: `${P}/query/heads_int8`, k: `${P}/key/heads_int8`, v: `${P}/value/heads_int8` };
+    // Per projection (query, key, value): its input scale and its int8 heads, named by the projection.
+    const scaleOf = (name: string) => `${P}/${name}/input_scale`;
+    const headsOf = (name: string) => `${P}/${name}/heads_int8`;
     // Q, K, V: quantised flat, then split into heads as bytes (the original Reshape's shape input and Transpose perm).
-    const heads = (reshape: NodeLike, transpose: NodeLike, name: string, scaleName: string, s: number, zero: (z: AttentionZeros) => string, out: string) => (g: GraphBuilder, z: AttentionZeros) => {
-      const sc = g.constFloat(scaleName, [s], []);
+    const heads = (reshape: NodeLike, transpose: NodeLike, name: string, s: number, zero: (z: AttentionZeros) => string) => (g: GraphBuilder, z: AttentionZeros) => {
+      const sc = g.constFloat(scaleOf(name), [s], []);
       const q = g.op("QuantizeLinear", `${P}/${name}/QuantizeLinear`, [reshape.input![0]!, sc, zero(z)]);
       const r = g.op("Reshape", `${P}/${name}/Reshape`, [q, reshape.input![1]!]);
-      g.node("Transpose", `${P}/${name}/Transpose`, [r], { perm: ints(perm(transpose)) }, [out]);
+      g.node("Transpose", `${P}/${name}/Transpose`, [r], { perm: ints(perm(transpose)) }, [headsOf(name)]);
     };
-    plan.emitAt.set(n.qR.name!, heads(n.qR, n.qT, "query", `${P}/query/input_scale`, aq / INT8_MAX / scale, (z) => z.u8mid, names.q));
-    plan.emitAt.set(n.kR.name!, heads(n.kR, n.kT, "key", `${P}/key/input_scale`, ak / kvMax, (z) => z.s8zero, names.k));
-    plan.emitAt.set(n.vR.name!, heads(n.vR, n.vT, "value", `${P}/value/input_scale`, av / kvMax, (z) => z.s8zero, names.v));
+    plan.emitAt.set(n.qR.name!, heads(n.qR, n.qT, "query", aq / INT8_MAX / scale, (z) => z.u8mid));
+    plan.emitAt.set(n.kR.name!, heads(n.kR, n.kT, "key", ak / kvMax, (z) => z.s8zero));
+    plan.emitAt.set(n.vR.name!, heads(n.vR, n.vT, "value", av / kvMax, (z) => z.s8zero));
     plan.emitAt.set(n.scores.name!, (g, z) => {
       const qScaled = g.constFloat(`${P}/MatMul/a_scale`, [aq / INT8_MAX], []);
-      g.node("MatMulIntegerToFloat", `${P}/MatMul/MatMulIntegerToFloat`, [names.q, names.k, qScaled, `${P}/key/input_scale`, z.u8mid, z.s8zero], {}, [o(n.scores)]);
+      g.node("MatMulIntegerToFloat", `${P}/MatMul/MatMulIntegerToFloat`, [headsOf("query"), headsOf("key"), qScaled, scaleOf("key"), z.u8mid, z.s8zero], {}, [o(n.scores)]);
       g.nodes.at(-1)!.domain = "com.microsoft";
     });
     plan.emitAt.set(n.ctx.name!, (g, z) => {
       const ps = g.constFloat(`${P}/MatMul_1/probabilities_scale`, [PROBABILITY_SCALE], []);
       const p = g.op("QuantizeLinear", `${P}/MatMul_1/QuantizeLinear`, [o(n.probs), ps, z.u8zero]);
-      g.node("MatMulIntegerToFloat", `${P}/MatMul_1/MatMulIntegerToFloat`, [p, names.v, ps, `${P}/value/input_scale`, z.u8zero, z.s8zero], {}, [o(n.ctx)]);
+      g.node("MatMulIntegerToFloat", `${P}/MatMul_1/MatMulIntegerToFloat`, [p, headsOf("value"), ps, scaleOf("value"), z.u8zero, z.s8zero], {}, [o(n.ctx)]);
       g.nodes.at(-1)!.domain = "com.microsoft";
     });
   }
