@@ -321,7 +321,7 @@ async function* initializerChunks<T extends PumpedTensor>(tensors: readonly T[])
       }
     } else {
       total = (produced as Uint8Array).byteLength;
-      if (total <= tensor.n) yield { tensor, chunk: produced as Uint8Array };
+      if (total > 0 && total <= tensor.n) yield { tensor, chunk: produced as Uint8Array };
     }
     if (total !== tensor.n) throw new Error(`initializer ${tensor.spec.name}: produced ${total > tensor.n ? "at least " : ""}${total} bytes, expected ${tensor.n}`);
     if (total === 0) yield { tensor, chunk: new Uint8Array(0) };
